@@ -1,0 +1,1 @@
+"""r1-operator: the control plane for DeepSeekDeployment resources."""

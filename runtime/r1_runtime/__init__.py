@@ -1,0 +1,1 @@
+"""r1-runtime: the inference runtime each DeepSeekDeployment pod runs."""
