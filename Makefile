@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy operator/r1_operator
+	$(BIN)/mypy operator/r1_operator runtime/r1_runtime/engine
 
 unit: $(STAMP)
 	$(BIN)/pytest

@@ -1,0 +1,75 @@
+"""`r1-operator`: render manifests, print the CRD, plan capacity (and, later, run)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from r1_operator import crd, render
+from r1_operator.problems import Problem
+from r1_operator.validation import InvalidSpecError, validate
+
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.command(args, sys.stdout))
+    except InvalidSpecError as error:
+        print(f"error: invalid DeepSeekDeployment\n{error}", file=sys.stderr)
+        return EXIT_INVALID
+    except (OSError, yaml.YAMLError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r1-operator", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    render_cmd = commands.add_parser(
+        "render", help="print the manifests a DeepSeekDeployment becomes"
+    )
+    render_cmd.add_argument("file", type=Path, help="YAML file with DeepSeekDeployments, or -")
+    render_cmd.set_defaults(command=_render)
+
+    crd_cmd = commands.add_parser("crd", help="print the DeepSeekDeployment CRD")
+    crd_cmd.set_defaults(command=_crd)
+    return parser
+
+
+def _render(args: argparse.Namespace, out: TextIO) -> int:
+    manifests = [
+        manifest
+        for document in _documents(args.file)
+        for manifest in render.render(validate(document))
+    ]
+    out.write(yaml.safe_dump_all(manifests, sort_keys=False, explicit_start=True))
+    return 0
+
+
+def _crd(args: argparse.Namespace, out: TextIO) -> int:
+    out.write(crd.crd_yaml())
+    return 0
+
+
+def _documents(path: Path) -> Iterator[dict[str, Any]]:
+    """The non-empty YAML documents of a file (`-` reads standard input)."""
+    text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    for index, document in enumerate(yaml.safe_load_all(text)):
+        if document is None:
+            continue
+        if not isinstance(document, dict):
+            raise InvalidSpecError([Problem(f"document {index}", "must be a YAML mapping")])
+        yield document
+
+
+if __name__ == "__main__":
+    sys.exit(main())
