@@ -1,0 +1,121 @@
+"""Request state: sampling parameters and one sequence's tokens, status and KV bookkeeping."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"  # queued, or preempted and queued again; holds no KV blocks
+    RUNNING = "running"  # holds KV blocks; in prefill (maybe over several steps) or decode
+    FINISHED = "finished"
+
+
+class FinishReason(enum.Enum):
+    STOP = "stop"  # a stop token id, or EOS unless `ignore_eos`
+    LENGTH = "length"  # `max_tokens` output tokens
+    ABORT = "abort"  # the caller aborted it (client gone, cancelled)
+    TOO_LONG = "too_long"  # it needs more KV blocks than the whole cache has: it can never run
+
+    @property
+    def is_error(self) -> bool:
+        """Whether the caller should report a failure rather than a completion."""
+        return self is FinishReason.TOO_LONG
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingParams:
+    """How to pick each next token and when to stop. Validated on construction."""
+
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int | None = None  # None: no limit
+    seed: int | None = None  # None: not reproducible
+    max_tokens: int = 16
+    stop_token_ids: frozenset[int] = frozenset()
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request as the scheduler sees it. `token_ids` starts as the prompt; sampled tokens are
+    appended. Compared by identity.
+
+    The scheduler and the block manager own every field after construction; callers read them.
+    """
+
+    seq_id: str
+    token_ids: list[int]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    status: SequenceStatus = field(default=SequenceStatus.WAITING, init=False)
+    finish_reason: FinishReason | None = field(default=None, init=False)
+    num_prompt_tokens: int = field(init=False)
+    # Tokens whose keys and values are in the KV cache (chunked prefill advances it in steps).
+    # NOTE: num_computed_tokens <= len(block_table) * block_size, and an unfinished sequence
+    # always has at least one uncomputed token: the one whose logits give the next token.
+    num_computed_tokens: int = field(default=0, init=False)
+    # KV block ids in position order: token i lives in block_table[i // block_size].
+    block_table: list[int] = field(default_factory=list, init=False)
+    # Chained content hashes of this sequence's full blocks, filled lazily by the block
+    # manager; still valid after preemption, because tokens are only ever appended.
+    block_hashes: list[bytes] = field(default_factory=list, init=False)
+    # Set by the scheduler on admission: smaller means older.
+    arrival_index: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.token_ids:
+            raise ValueError(f"sequence {self.seq_id!r} has an empty prompt")
+        self.token_ids = list(self.token_ids)  # ours to append to, not the caller's list
+        self.num_prompt_tokens = len(self.token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        return len(self.token_ids) - self.num_computed_tokens
+
+    @property
+    def prompt_token_ids(self) -> list[int]:
+        return self.token_ids[: self.num_prompt_tokens]
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def last_token_id(self) -> int:
+        return self.token_ids[-1]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    @property
+    def is_prefill(self) -> bool:
+        """Whether its next step computes the prompt (or, after preemption, prompt and outputs)
+        rather than decoding the one newest token."""
+        return self.num_output_tokens == 0 or self.num_uncomputed_tokens > 1
+
+    def append_token(self, token_id: int) -> None:
+        self.token_ids.append(token_id)
+
+    def finish(self, reason: FinishReason) -> None:
+        self.status = SequenceStatus.FINISHED
+        self.finish_reason = reason
