@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit crds clean
+.PHONY: serve test lint typecheck unit crds docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ unit: $(STAMP)
 # Regenerate the committed CRD from api.py (tests fail when it drifts).
 crds: $(STAMP)
 	$(BIN)/r1-operator crd > crds/deepseekdeployments.yaml
+
+# Regenerate the CRD field reference in README.md (tests fail when it drifts).
+docs: $(STAMP)
+	$(BIN)/python -m r1_operator.reference README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

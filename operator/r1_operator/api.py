@@ -42,7 +42,8 @@ ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def _quantity_to_str(value: object) -> object:
-    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+    # NOTE: only integers: the CRD's int-or-string rejects `1.5`, so pydantic must too.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 Quantity = Annotated[
@@ -51,7 +52,11 @@ Quantity = Annotated[
     Field(pattern=QUANTITY_PATTERN),
     WithJsonSchema(
         {
-            "anyOf": [{"type": "integer"}, {"type": "string", "pattern": QUANTITY_PATTERN}],
+            # The API server accepts only this exact anyOf beside int-or-string
+            # (isIntOrStringAnyOfPattern in apiextensions-apiserver), so the pattern sits
+            # beside it, as controller-gen puts it.
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
             "x-kubernetes-int-or-string": True,
         }
     ),
@@ -324,7 +329,9 @@ class Nccl(Spec):
     """TORCH_NCCL_BLOCKING_WAIT: collectives time out with an error instead of hanging."""
     ib_disable: bool = False
     """NCCL_IB_DISABLE: turn InfiniBand off (e.g. on nodes without RDMA)."""
-    extra_env: dict[Annotated[str, Field(pattern=ENV_NAME)], str] = Field(default_factory=dict)
+    extra_env: dict[Annotated[str, Field(pattern=ENV_NAME)], str] = Field(
+        default_factory=dict, max_length=64
+    )
     """Further environment variables, e.g. `NCCL_P2P_LEVEL: NVL`."""
 
 
@@ -578,7 +585,10 @@ class DeepSeekDeploymentStatus(Spec):
 
     phase: Phase = Phase.PENDING
     """Pending, Provisioning, Building, Ready, Degraded or Failed."""
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     """Ready, Available, Progressing, ModelCached, EngineBuilt."""
     observed_generation: int | None = Field(default=None, ge=0)
     """The spec generation last reconciled."""

@@ -115,17 +115,6 @@ def _boolean_exclusive_bounds(node: Schema) -> Schema:
     return out
 
 
-def _int_or_string_shape(node: Schema) -> Schema:
-    """Int-or-string in controller-gen's shape: `anyOf: [{type: integer}, {type: string}]`
-    with every other constraint (the Quantity pattern) beside it. The API server accepts
-    only that exact anyOf under `x-kubernetes-int-or-string` (isIntOrStringAnyOfPattern in
-    k8s.io/apiextensions-apiserver/pkg/apiserver/schema/validation.go)."""
-    if not node.get(INT_OR_STRING):
-        return node
-    hoisted = {k: v for branch in node["anyOf"] for k, v in branch.items() if k != "type"}
-    return {**node, **hoisted, "anyOf": [{"type": "integer"}, {"type": "string"}]}
-
-
 def _cel_string(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("'", "\\'")
     return f"'{escaped}'"
@@ -185,7 +174,7 @@ def _child(path: str, name: str) -> str:
 
 def _structural(node: Schema, defs: dict[str, Schema], path: str) -> Schema:
     node = _resolve(node, defs)
-    for transform in (_drop_title, _open_objects, _boolean_exclusive_bounds, _int_or_string_shape):
+    for transform in (_drop_title, _open_objects, _boolean_exclusive_bounds):
         node = transform(node)
     node = _refuse_unsupported(_key_pattern_rule(node, path), path)
     return _ordered({**node, **_structural_children(node, defs, path)})

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from r1_operator.api import QUANTITY_PATTERN
@@ -141,3 +143,15 @@ def splice_reference(readme: str) -> str:
         raise ValueError(f"README.md needs {START_MARKER} and then {END_MARKER}")
     head = readme[: start + len(START_MARKER)]
     return f"{head}\n{field_reference()}{readme[end:]}"
+
+
+def main(argv: list[str]) -> int:
+    """`python -m r1_operator.reference README.md`: rewrite the README's reference block."""
+    for name in argv:
+        path = Path(name)
+        path.write_text(splice_reference(path.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
