@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from r1_operator import crd, render
+from r1_operator import crd, planner, render
 from r1_operator.problems import Problem
 from r1_operator.validation import InvalidSpecError, validate
 
@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     render_cmd.add_argument("file", type=Path, help="YAML file with DeepSeekDeployments, or -")
     render_cmd.set_defaults(command=_render)
 
+    plan_cmd = commands.add_parser("plan", help="does the model fit the GPUs it asks for?")
+    plan_cmd.add_argument("file", type=Path, help="YAML file with DeepSeekDeployments, or -")
+    plan_cmd.add_argument("--gpu", help="plan for this GPU (e.g. H200-141GB) instead of gpuProduct")
+    plan_cmd.set_defaults(command=_plan)
+
     crd_cmd = commands.add_parser("crd", help="print the DeepSeekDeployment CRD")
     crd_cmd.set_defaults(command=_crd)
     return parser
@@ -53,6 +58,20 @@ def _render(args: argparse.Namespace, out: TextIO) -> int:
     ]
     out.write(yaml.safe_dump_all(manifests, sort_keys=False, explicit_start=True))
     return 0
+
+
+def _plan(args: argparse.Namespace, out: TextIO) -> int:
+    """Print the memory plan of each deployment; exit 1 when any does not fit."""
+    status = 0
+    for document in _documents(args.file):
+        dsd = validate(document, check_fit=False)
+        plan = planner.plan_for_spec(dsd.spec, args.gpu)
+        if plan is None:
+            out.write(f"{dsd.name}: no plan: unknown model or GPU, or no GPUs\n")
+            continue
+        out.write(f"{dsd.name}:\n{planner.format_plan(plan)}\n")
+        status = status or (0 if plan.fits else EXIT_INVALID)
+    return status
 
 
 def _crd(args: argparse.Namespace, out: TextIO) -> int:
