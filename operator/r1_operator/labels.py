@@ -15,6 +15,9 @@ RETAIN = "r1-operator.dev/retain"
 CONFIG_HASH = "r1-operator.dev/config-hash"
 """Pod template annotation: digest of the runtime settings, so a change rolls the pods."""
 
+LWS_WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
+"""Set by the LeaderWorkerSet controller on each pod of a group; "0" marks the leader."""
+
 APP = "r1-runtime"
 FIELD_MANAGER = "r1-operator"
 
