@@ -76,7 +76,7 @@ def drain(
     scheduler: Scheduler, sample: Sampler | int = SAMPLED, max_steps: int = 1000
 ) -> list[ScheduledBatch]:
     """Step until every sequence has finished; fail if that takes more than `max_steps`."""
-    batches = []
+    batches: list[ScheduledBatch] = []
     for _ in range(max_steps):
         if scheduler.is_idle:
             return batches

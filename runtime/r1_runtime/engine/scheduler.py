@@ -48,7 +48,7 @@ class ScheduledSeq:
     seq: Sequence
     start_position: int
     num_new_tokens: int
-    is_prefill: bool
+    is_prefill: bool  # a prefill chunk (maybe one token, after a cache hit); else one decode
     is_sampled: bool  # the chunk reaches the last token: sample from its last position
 
     @property
@@ -84,10 +84,10 @@ class SequenceOutput:
     finish_reason: FinishReason | None
 
 
-def _entry(seq: Sequence, num_new_tokens: int) -> ScheduledSeq:
+def _entry(seq: Sequence, num_new_tokens: int, *, is_prefill: bool) -> ScheduledSeq:
     start = seq.num_computed_tokens
     is_sampled = start + num_new_tokens == seq.num_tokens
-    return ScheduledSeq(seq, start, num_new_tokens, seq.is_prefill, is_sampled)
+    return ScheduledSeq(seq, start, num_new_tokens, is_prefill, is_sampled)
 
 
 @dataclass
@@ -114,7 +114,7 @@ class DecodeManager:
                 index += 1
             elif self._make_room(seq, running, plan):
                 self.block_manager.append_slots(seq, 1)
-                plan.scheduled.append(_entry(seq, 1))
+                plan.scheduled.append(_entry(seq, 1, is_prefill=False))
                 index += 1
         return plan
 
@@ -180,7 +180,7 @@ class PrefillManager:
         # NOTE: a running sequence's block table covers all its tokens from admission on, so a
         # prefill chunk never needs a block and never has to preempt anyone.
         num_new = min(seq.num_uncomputed_tokens, num_tokens, self.chunk_size or num_tokens)
-        plan.scheduled.append(_entry(seq, num_new))
+        plan.scheduled.append(_entry(seq, num_new, is_prefill=True))
         return num_new
 
 
