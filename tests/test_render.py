@@ -51,7 +51,19 @@ def assert_well_formed(dsd: DeepSeekDeployment) -> list[Manifest]:
         assert labels.common_labels(dsd.name, component).items() <= meta["labels"].items()
     for template in pod_templates(rendered):
         assert_pod_consistent(dsd, rendered, template)
+    assert_no_shared_objects(rendered)
     return rendered
+
+
+def assert_no_shared_objects(value: Any, seen: set[int] | None = None) -> None:
+    """No dict or list appears twice: callers may mutate one manifest safely, and YAML
+    output carries no anchors."""
+    seen = set() if seen is None else seen
+    if isinstance(value, dict | list):
+        assert id(value) not in seen, f"shared object: {value}"
+        seen.add(id(value))
+        for item in value.values() if isinstance(value, dict) else value:
+            assert_no_shared_objects(item, seen)
 
 
 def assert_pod_consistent(

@@ -19,20 +19,23 @@ def build_network_policy(dsd: DeepSeekDeployment) -> Manifest | None:
     policy = dsd.spec.security.network_policy
     if not policy.enabled:
         return None
-    pods = {"matchLabels": labels.selector_labels(dsd.name)}
     rules = []
     peers = _api_peers(dsd)
     if peers:
         port = {"protocol": "TCP", "port": dsd.spec.service.port}
         rules.append({"from": peers, "ports": [port]})
     if dsd.spec.is_multi_node:
-        rules.append({"from": [{"podSelector": pods}]})
+        rules.append({"from": [{"podSelector": _own_pods(dsd)}]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": metadata(dsd, SERVER),
-        "spec": {"podSelector": pods, "policyTypes": ["Ingress"], "ingress": rules},
+        "spec": {"podSelector": _own_pods(dsd), "policyTypes": ["Ingress"], "ingress": rules},
     }
+
+
+def _own_pods(dsd: DeepSeekDeployment) -> Manifest:
+    return {"matchLabels": labels.selector_labels(dsd.name)}
 
 
 def _api_peers(dsd: DeepSeekDeployment) -> list[Manifest]:

@@ -21,6 +21,7 @@ def build_workload(dsd: DeepSeekDeployment) -> Manifest:
 
 
 def build_deployment(dsd: DeepSeekDeployment) -> Manifest:
+    """apps/v1 Deployment `<name>` selecting `labels.selector_labels(name)`."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -44,6 +45,8 @@ def build_deployment(dsd: DeepSeekDeployment) -> Manifest:
 
 
 def build_leader_worker_set(dsd: DeepSeekDeployment) -> Manifest:
+    """leaderworkerset.x-k8s.io/v1 LeaderWorkerSet `<name>-lws`: spec.replicas groups of
+    parallelism.nodes pods; the leader (worker index 0) serves the API."""
     meta = metadata(dsd, SERVER)
     meta["name"] = common.workload_name(dsd)
     return {
