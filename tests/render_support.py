@@ -190,6 +190,13 @@ def parallelism(draw: st.DrawFn) -> dict[str, Any]:
     return {"gpus": gpus, "nodes": nodes, "tensor": tensor, "pipeline": ranks // tensor}
 
 
+def shared(tier: dict[str, Any], nodes: int) -> dict[str, Any]:
+    """A replica spread over several nodes needs tiers every node can mount."""
+    if nodes == 1 or "accessModes" not in tier:
+        return tier
+    return {**tier, "accessModes": ["ReadWriteMany"]}
+
+
 @st.composite
 def manifests(draw: st.DrawFn) -> dict[str, Any]:
     """A valid DeepSeekDeployment manifest touching every field render reads."""
@@ -223,7 +230,7 @@ def manifests(draw: st.DrawFn) -> dict[str, Any]:
             "gpuMemoryUtilization": draw(st.floats(0.11, 0.99)),
             "buildOnStart": draw(st.booleans()),
         },
-        "storage": {tier: draw(TIER) for tier in ("hot", "warm", "cold")},
+        "storage": {tier: shared(draw(TIER), shape["nodes"]) for tier in ("hot", "warm", "cold")},
         "nccl": {
             "debug": draw(st.sampled_from(["", "WARN", "INFO"])),
             "socketIfname": draw(st.none() | st.sampled_from(["eth0", "^lo,docker"])),

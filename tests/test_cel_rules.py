@@ -133,6 +133,7 @@ OK = None
 CLAIMED = "an existing claim with a storage class is rejected"
 SOURCE, RANKS, TENSORRT = "set exactly one of", "parallelism.tensor x", "engine.backend tensorrt"
 REPLICAS, CLAIM, ENV = "autoscaling.minReplicas", "existingClaim and", "every key of nccl.extraEnv"
+SPREAD = "storage.<tier>.accessModes"
 
 
 def case(overrides: dict[str, Any], broken: str | None, id: str) -> Any:
@@ -174,6 +175,24 @@ CASES = [
     ),
     case(extra_env("9LIVES"), ENV, id="an extraEnv key starting with a digit is rejected"),
     case(extra_env("NCCL-DEBUG"), ENV, id="an extraEnv key with a dash is rejected"),
+    case(
+        {**gpus(8, 8, 2, nodes=2), **tier("warm", accessModes=["ReadWriteOnce"])},
+        SPREAD,
+        id="a ReadWriteOnce tier for a replica across 2 nodes is rejected",
+    ),
+    case(
+        {
+            **gpus(8, 8, 2, nodes=2),
+            **tier("warm", existingClaim="w", accessModes=["ReadWriteOnce"]),
+        },
+        OK,
+        id="an existing claim for a replica across 2 nodes is accepted",
+    ),
+    case(
+        tier("cold", accessModes=["ReadWriteOnce"]),
+        OK,
+        id="a ReadWriteOnce tier for a single-node replica is accepted",
+    ),
 ]
 
 

@@ -208,7 +208,7 @@ SOURCES = {
 
 def make_tier(existing_claim: bool) -> dict[str, Any]:
     claim = {"existingClaim": "shared"} if existing_claim else {"storageClassName": "fast-nvme"}
-    return {**claim, "size": "100Gi", "accessModes": ["ReadWriteOnce"], "retainPolicy": "Retain"}
+    return {**claim, "size": "100Gi", "accessModes": ["ReadWriteMany"], "retainPolicy": "Retain"}
 
 
 def make_full_object(source: str, existing_claims: tuple[str, ...] = ()) -> dict[str, Any]:

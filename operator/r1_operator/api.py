@@ -482,7 +482,16 @@ _SPEC_RULES = cel_rules(
         "engine.backend tensorrt needs resources.gpus >= 1; use compile or eager on CPU",
         ".engine.backend",
     ),
+    cel(
+        "self.parallelism.nodes == 1 || [self.storage.hot, self.storage.warm, self.storage.cold]"
+        ".all(t, has(t.existingClaim) || !t.accessModes.exists(m, m in "
+        "['ReadWriteOnce', 'ReadWriteOncePod']))",
+        "storage.<tier>.accessModes must be ReadWriteMany or ReadOnlyMany when"
+        " parallelism.nodes > 1: a replica's pods run on several nodes",
+        ".storage",
+    ),
 )
+SINGLE_NODE_MODES = {"ReadWriteOnce", "ReadWriteOncePod"}
 
 
 class DeepSeekDeploymentSpec(Spec):
@@ -533,7 +542,18 @@ class DeepSeekDeploymentSpec(Spec):
             raise ValueError(
                 "engine.backend tensorrt needs resources.gpus >= 1; use compile or eager on CPU"
             )
+        if self.is_multi_node:
+            self._check_multi_node_storage()
         return self
+
+    def _check_multi_node_storage(self) -> None:
+        for name in ("hot", "warm", "cold"):
+            tier: StorageTier = getattr(self.storage, name)
+            if not tier.existing_claim and SINGLE_NODE_MODES & set(tier.access_modes):
+                raise ValueError(
+                    f"storage.{name}.accessModes must be ReadWriteMany or ReadOnlyMany when "
+                    "parallelism.nodes > 1: a replica's pods run on several nodes"
+                )
 
     @property
     def gpus_per_replica(self) -> int:
@@ -609,7 +629,9 @@ class DeepSeekDeployment(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    name: str = Field(min_length=1, max_length=52, pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    """Starts with a letter (it names the Service); at most 52 characters so pod names of
+    multi-node groups (`<name>-lws-<group>-<worker>`) stay within 63."""
     namespace: str = Field(default="default", min_length=1, max_length=63, pattern=DNS_LABEL)
     spec: DeepSeekDeploymentSpec
 
