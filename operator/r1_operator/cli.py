@@ -47,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
 
     crd_cmd = commands.add_parser("crd", help="print the DeepSeekDeployment CRD")
     crd_cmd.set_defaults(command=_crd)
+
+    run_cmd = commands.add_parser("run", help="run the operator (in-cluster or KUBECONFIG)")
+    run_cmd.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch only this namespace"
+    )
+    run_cmd.add_argument("--liveness", default="http://0.0.0.0:8081/healthz")
+    run_cmd.add_argument("--peering", help="kopf peering name for HA replicas; unset: standalone")
+    run_cmd.set_defaults(command=_run)
     return parser
 
 
@@ -76,6 +84,22 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
 
 def _crd(args: argparse.Namespace, out: TextIO) -> int:
     out.write(crd.crd_yaml())
+    return 0
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    # Imported here: render, plan and crd work without the [operator] extra installed.
+    import kopf
+
+    import r1_operator.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+    )
     return 0
 
 

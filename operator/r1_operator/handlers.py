@@ -1,0 +1,126 @@
+"""Thin kopf handlers: every trigger runs the one level-based reconcile.
+
+Triggers: create, update and resume of a DeepSeekDeployment; a slow timer for drift
+(R1_OPERATOR_DRIFT_INTERVAL seconds); and any change of an owned workload (Deployment,
+LeaderWorkerSet), so readiness reaches the parent's status at once and a deleted
+workload comes back without waiting for the timer.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import time
+from typing import Any, cast
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from r1_operator import labels, metrics
+from r1_operator.api import GROUP, PLURAL, VERSION
+from r1_operator.kube import DEEPSEEK, Kube
+from r1_operator.reconcile import LeaderWorkerSetMissingError, Reconciled, reconcile
+from r1_operator.status import phase_event
+from r1_operator.validation import InvalidSpecError
+
+DRIFT_INTERVAL = float(os.environ.get("R1_OPERATOR_DRIFT_INTERVAL", "300"))
+RETRYABLE_STATUSES = {409, 429, 500, 502, 503, 504}
+RETRY_DELAY = 5.0
+LWS_RETRY_DELAY = 300.0
+"""Installing a CRD is a human step: look again every few minutes, not in a hot loop."""
+
+OWNED_LABELS = {labels.MANAGED_BY: labels.FIELD_MANAGER}
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Every kopf setting the operator relies on, each with its reason."""
+    # Status is a structural schema, so kopf's own records go to annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Restart watches every few minutes so a silently dropped stream cannot go unnoticed.
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 10
+    # A stuck API request must fail and be retried rather than block a handler for 5 minutes.
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
+    # Events for warnings and errors only: Normal events come from reconcile itself.
+    settings.posting.level = logging.WARNING
+    # Reconciles are blocking API calls in threads; one busy deployment must not starve others.
+    settings.execution.max_workers = 16
+    memo.kube = Kube.from_environment()
+    metrics.serve(int(os.environ.get("R1_OPERATOR_METRICS_PORT", "8080")))
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    run_reconcile(memo.kube, dict(body))
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL)
+def on_drift_timer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """kopf keeps a finalizer on each object while its timer runs (to stop it cleanly)."""
+    run_reconcile(memo.kube, dict(body))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED_LABELS)
+@kopf.on.event("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", labels=OWNED_LABELS)
+def on_workload_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    owner = body.metadata.labels.get(labels.DEPLOYMENT)
+    parent = owner and memo.kube.get(DEEPSEEK, body.metadata.namespace or "default", owner)
+    if parent:
+        run_reconcile(memo.kube, parent)
+
+
+def run_reconcile(kube: Kube, body: dict[str, Any]) -> Reconciled | None:
+    """Reconcile and translate the outcome into kopf's retry rules, events and metrics."""
+    started = time.monotonic()
+    try:
+        result = reconcile(kube, body, now())
+    except InvalidSpecError as error:
+        metrics.record("invalid", started)
+        _post_phase_change(body, "Failed", error.reason, str(error))
+        raise kopf.PermanentError(f"{error.reason}: {error}") from None
+    except LeaderWorkerSetMissingError as error:
+        metrics.record("waiting", started)
+        raise kopf.TemporaryError(str(error), delay=LWS_RETRY_DELAY) from None
+    except ApiException as error:
+        metrics.record("error", started)
+        if error.status in RETRYABLE_STATUSES:
+            message = f"API {error.status}: {error.reason}"
+            raise kopf.TemporaryError(message, delay=RETRY_DELAY) from None
+        raise
+    metrics.record("ok", started)
+    if result is not None:
+        ready = next((c for c in result.status.conditions if c.type == "Ready"), None)
+        event = phase_event(
+            result.previous_phase, result.status.phase, ready.message if ready else ""
+        )
+        if event:
+            kopf.event(
+                kopf.Body(cast(kopf.RawBody, body)),
+                type=event[0],
+                reason=event[1],
+                message=event[2],
+            )
+    return result
+
+
+def _post_phase_change(body: dict[str, Any], phase: str, reason: str, message: str) -> None:
+    """A Warning Event for a refused spec, once per change of phase or message."""
+    old = body.get("status") or {}
+    old_message = next(
+        (c.get("message") for c in old.get("conditions", []) if c.get("type") == "Ready"), None
+    )
+    if old.get("phase") != phase or old_message != message:
+        kopf.warn(kopf.Body(cast(kopf.RawBody, body)), reason=reason, message=message)
+
+
+def now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
