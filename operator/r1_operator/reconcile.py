@@ -53,7 +53,7 @@ def reconcile(kube: Kube, body: Manifest, now: str) -> Reconciled | None:
         _write_status(kube, body, now, error=error)
         raise
     if dsd.spec.is_multi_node and not kube.has_api(LEADER_WORKER_SET):
-        _write_status(kube, body, now, lws_missing=True)
+        _write_status(kube, body, now, dsd=dsd, lws_missing=True)
         raise LeaderWorkerSetMissingError(
             "parallelism.nodes > 1 needs the LeaderWorkerSet API (leaderworkerset.x-k8s.io)"
         )
