@@ -11,8 +11,10 @@ import pytest
 from factories import make_manifest
 from r1_operator import planner
 from r1_operator.api import DeepSeekDeployment, DeepSeekDeploymentSpec
-from r1_operator.planner import GPU_TYPES, ModelConfigError, ModelShape, Plan
+from r1_operator.gpus import GPU_TYPES, gpu_for_product
+from r1_operator.planner import Plan
 from r1_operator.problems import UNSCHEDULABLE
+from r1_operator.shapes import ModelConfigError, ModelShape
 
 CATALOG = Path(planner.__file__).parent / "catalog"
 R1 = "deepseek-ai/DeepSeek-R1"
@@ -268,7 +270,7 @@ PRODUCTS = [
 
 @pytest.mark.parametrize(("label", "name"), PRODUCTS)
 def test_gpu_for_product_label(label: str, name: str | None) -> None:
-    gpu = planner.gpu_for_product(label)
+    gpu = gpu_for_product(label)
     assert (gpu.name if gpu else None) == name
 
 
