@@ -4,6 +4,8 @@ token for token under every scheduling situation; sampling; the async wrapper.""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -110,8 +112,13 @@ def test_a_stop_token_ends_generation_where_transformers_stops_at_that_eos(
     assert outputs[-1].finish_reason is FinishReason.STOP
 
 
-def test_eos_ids_come_from_the_checkpoint_config(checkpoint_dir: Path) -> None:
+def test_eos_ids_come_from_config_and_generation_config(
+    checkpoint_dir: Path, tmp_path: Path
+) -> None:
     assert make_engine(checkpoint_dir / "qwen2").scheduler.config.eos_token_ids == {EOS}
+    path = Path(shutil.copytree(checkpoint_dir / "qwen2", tmp_path / "qwen2"))
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [7, EOS]}))
+    assert make_engine(path).scheduler.config.eos_token_ids == {7, EOS}
 
 
 def test_a_full_waiting_queue_is_refused_with_a_typed_error(checkpoint_dir: Path) -> None:
@@ -268,3 +275,23 @@ async def test_nothing_is_accepted_after_shutdown(checkpoint_dir: Path) -> None:
     engine.shutdown()
     with pytest.raises(EngineDeadError):
         engine.submit([1, 2, 3], GREEDY)
+
+
+@pytest.mark.asyncio
+async def test_a_failing_step_fails_every_stream_and_stops_the_engine(checkpoint_dir: Path) -> None:
+    llm = make_engine(checkpoint_dir / "qwen2")
+
+    def fail(_batch: object) -> list[int]:
+        raise RuntimeError("boom")
+
+    llm.runner.run = fail  # type: ignore[method-assign]
+    engine = AsyncEngine(llm)
+    try:
+        handle = engine.submit([1, 2, 3], GREEDY)
+        with pytest.raises(EngineDeadError, match="boom"):
+            await collect(handle)
+        engine._thread.join(timeout=10)
+        with pytest.raises(EngineDeadError):
+            engine.submit([1, 2, 3], GREEDY)
+    finally:
+        engine.shutdown()

@@ -94,6 +94,7 @@ class AsyncEngine:
         self._requests: dict[str, RequestHandle] = {}
         self._request_ids = itertools.count()
         self._stopped = threading.Event()
+        self._submit_lock = threading.Lock()  # NOTE: no add is queued once the loop has stopped
         self._thread = threading.Thread(target=self._run, name="r1-engine", daemon=True)
         self._thread.start()
 
@@ -107,10 +108,11 @@ class AsyncEngine:
     ) -> RequestHandle:
         """Queue a request; its tokens stream through the returned handle. Call from a
         coroutine: the handle belongs to the running event loop."""
-        if self._stopped.is_set():
-            raise EngineDeadError("the engine loop has stopped")
         handle = RequestHandle(f"req-{next(self._request_ids)}", self)
-        self._commands.put(_Add(handle, list(prompt_token_ids), params))
+        with self._submit_lock:
+            if self._stopped.is_set():
+                raise EngineDeadError("the engine loop has stopped")
+            self._commands.put(_Add(handle, list(prompt_token_ids), params))
         return handle
 
     def abort(self, request_id: str) -> None:
@@ -123,19 +125,33 @@ class AsyncEngine:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        ending: StreamOutput | BaseException = StreamOutput([], FinishReason.ABORT)
         try:
             while self._apply_commands(block=not self._engine.has_unfinished):
                 if self._engine.has_unfinished:
                     self._deliver(self._outputs(self._engine.step()))
         except Exception as error:
             logger.exception("engine step failed; failing every request")
+            ending = EngineDeadError(f"engine step failed: {error}")
+        with self._submit_lock:
             self._stopped.set()
-            dead = EngineDeadError(f"engine step failed: {error}")
-            self._deliver([(handle, dead) for handle in self._requests.values()])
-            return
-        self._stopped.set()
-        aborted = StreamOutput([], FinishReason.ABORT)
-        self._deliver([(handle, aborted) for handle in self._requests.values()])
+        self._deliver([(handle, ending) for handle in self._requests.values()])
+        self._deliver(
+            [
+                (handle, EngineDeadError("the engine loop has stopped"))
+                for handle in self._unapplied_adds()
+            ]
+        )
+
+    def _unapplied_adds(self) -> list[RequestHandle]:
+        """Handles of requests submitted but never applied (the loop stopped first)."""
+        handles = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                command = self._commands.get_nowait()
+                if isinstance(command, _Add):
+                    handles.append(command.handle)
+        return handles
 
     def _apply_commands(self, *, block: bool) -> bool:
         """Apply queued commands (waiting for one if `block`); False once told to stop."""
