@@ -1,0 +1,68 @@
+"""`r1-runtime`: the runtime's commands (for now, writing the demo model)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+# Kept here rather than imported from r1_runtime.demo, which pulls in torch: `--help` stays fast.
+DEMO_ARCHS = ("qwen2", "deepseek_v3")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the return value is the process exit status."""
+    args = _parser().parse_args(argv)
+    return int(args.command(args, sys.stdout))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r1-runtime", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    _add_demo_model(commands)
+    return parser
+
+
+def _add_demo_model(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = commands.add_parser(
+        "demo-model",
+        help="write a tiny random-weight R1-shaped model and tokenizer (offline, deterministic)",
+    )
+    command.add_argument(
+        "directory",
+        nargs="?",
+        type=Path,
+        help="where to write it (default: .cache/demo-model, or .cache/demo-model-ARCH "
+        "for an arch other than qwen2)",
+    )
+    command.add_argument("--arch", choices=DEMO_ARCHS, default="qwen2")
+    command.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    command.set_defaults(command=_demo_model)
+
+
+def _demo_model(args: argparse.Namespace, out: TextIO) -> int:
+    # Imported here: torch and transformers load in seconds, and only this command needs them.
+    from transformers.utils import logging
+
+    from r1_runtime.demo import build_demo_model
+
+    logging.disable_progress_bar()
+    directory = args.directory or _default_demo_directory(args.arch)
+    model = build_demo_model(directory, arch=args.arch, seed=args.seed)
+    out.write(
+        f"wrote a {model.arch} demo model to {model.directory}: "
+        f"{model.num_parameters / 1e6:.1f}M parameters, vocabulary {model.vocab_size}, "
+        f"bos {model.bos_token_id}, eos {model.eos_token_id}\n"
+    )
+    return 0
+
+
+def _default_demo_directory(arch: str) -> Path:
+    name = "demo-model" if arch == "qwen2" else f"demo-model-{arch}"
+    return Path(".cache") / name
+
+
+if __name__ == "__main__":
+    sys.exit(main())
