@@ -58,7 +58,7 @@ class DecoderConfig:
         if architecture not in OWN_ARCHITECTURES:
             raise UnsupportedConfigError(f"architecture {architecture!r} is not implemented here")
         if raw.get("use_sliding_window") or raw.get("hidden_act", "silu") != "silu":
-            raise UnsupportedConfigError("sliding-window attention and non-SiLU MLPs are not")
+            raise UnsupportedConfigError("no sliding-window attention or non-SiLU MLP here")
         num_heads = raw["num_attention_heads"]
         is_qwen2 = architecture == "Qwen2ForCausalLM"
         attention_bias = bool(raw.get("attention_bias", False))
