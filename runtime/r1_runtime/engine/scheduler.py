@@ -261,8 +261,9 @@ class Scheduler:
         self, batch: ScheduledBatch, sampled_token_ids: list[int]
     ) -> list[SequenceOutput]:
         """Record a step that ran: `sampled_token_ids` holds one id per `batch.sampled` entry.
-        Appends them, finishes sequences on a stop id, EOS (unless `ignore_eos`) or
-        `max_tokens`, and frees finished sequences' blocks at once."""
+        Appends them (the thinking budget may replace one with `think_end_token_id`), finishes
+        sequences on a stop id, EOS (unless `ignore_eos`) or `max_tokens`, and frees finished
+        sequences' blocks at once."""
         if len(sampled_token_ids) != len(batch.sampled):
             raise ValueError(
                 f"{len(sampled_token_ids)} sampled ids for {len(batch.sampled)} sampled entries"
@@ -277,6 +278,11 @@ class Scheduler:
             seq.num_computed_tokens = entry.end_position
             self.block_manager.cache_full_blocks(seq, entry.start_position)
             if token_id is not None:
+                # NOTE: the thinking budget overrides the sampled id after sampling, once
+                # (a preempted sequence keeps its outputs); the next step feeds the model the
+                # forced id from `seq.token_ids`, so the sampler never needs to know.
+                forced = seq.forced_token_id
+                token_id = token_id if forced is None else forced
                 seq.append_token(token_id)
                 reason = self._stop_reason(seq, token_id)
                 if reason is not None:

@@ -35,6 +35,10 @@ class SamplingParams:
     max_tokens: int = 16
     stop_token_ids: frozenset[int] = frozenset()
     ignore_eos: bool = False
+    # The thinking budget: after this many output tokens without `think_end_token_id`, the
+    # next token is forced to be `think_end_token_id`. Both set, or neither.
+    max_reasoning_tokens: int | None = None
+    think_end_token_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -45,6 +49,16 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        self._validate_reasoning_budget()
+
+    def _validate_reasoning_budget(self) -> None:
+        if (self.max_reasoning_tokens is None) != (self.think_end_token_id is None):
+            raise ValueError(
+                "max_reasoning_tokens and think_end_token_id go together: set both or neither "
+                f"(got {self.max_reasoning_tokens} and {self.think_end_token_id})"
+            )
+        if self.max_reasoning_tokens is not None and self.max_reasoning_tokens < 0:
+            raise ValueError(f"max_reasoning_tokens must be >= 0, got {self.max_reasoning_tokens}")
 
 
 @dataclass(eq=False)
@@ -106,6 +120,19 @@ class Sequence:
     @property
     def is_finished(self) -> bool:
         return self.status is SequenceStatus.FINISHED
+
+    @property
+    def forced_token_id(self) -> int | None:
+        """The id the next token must be, whatever is sampled, or None. The thinking budget:
+        `think_end_token_id` after exactly `max_reasoning_tokens` outputs, none of them it."""
+        params = self.params
+        if (
+            params.max_reasoning_tokens is None
+            or self.num_output_tokens != params.max_reasoning_tokens
+            or params.think_end_token_id in self.output_token_ids
+        ):
+            return None
+        return params.think_end_token_id
 
     @property
     def is_prefill(self) -> bool:

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP server and the text pipeline between engine tokens and output."""
