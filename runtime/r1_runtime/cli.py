@@ -1,12 +1,15 @@
-"""`r1-runtime`: the runtime's commands (for now, writing the demo model)."""
+"""`r1-runtime`: the runtime's commands: serve a model, write the demo model."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
+
+from r1_runtime.config import ConfigError, RuntimeConfig, add_serve_arguments
 
 # Kept here rather than imported from r1_runtime.demo, which pulls in torch: `--help` stays fast.
 DEMO_ARCHS = ("qwen2", "deepseek_v3")
@@ -21,8 +24,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r1-runtime", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    _add_serve(commands)
     _add_demo_model(commands)
     return parser
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = commands.add_parser(
+        "serve",
+        help="serve a model over an OpenAI-compatible HTTP API",
+        description="Flags are the operator's contract: docs/runtime-flags.md.",
+    )
+    add_serve_arguments(command)
+    command.set_defaults(command=_serve)
+
+
+def _serve(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        config = RuntimeConfig.from_args(args, os.environ)
+        # Imported here: the server pulls in torch, which `--help` and flag errors do without.
+        from r1_runtime.server.model import check_backend
+
+        check_backend(config)
+    except ConfigError as error:
+        print(f"r1-runtime serve: error: {error}", file=sys.stderr)
+        return 2
+    from r1_runtime.server.serve import serve
+
+    return serve(config)
 
 
 def _add_demo_model(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,0 +1,264 @@
+"""`r1-runtime serve` settings: the command-line flags (the operator contract in
+docs/runtime-flags.md) validated once, at start-up, into a frozen `RuntimeConfig`.
+
+No torch here: `--help` and flag validation stay fast. Checks that need torch (is there a GPU
+for `--backend tensorrt`?) run when the engine loads (`r1_runtime.server.model`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("tensorrt", "compile", "eager")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32", "fp8", "int8")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+API_KEYS_ENV = "R1_API_KEYS"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be honoured; the message names the flag and says why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """`settings.json` (the operator's ConfigMap): the runtime settings that are not flags."""
+
+    served_model_name: str | None = None
+    quantization: str | None = None
+    input_filter: bool = False
+    output_filter: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeConfig:
+    """Everything `serve` was told, validated. Paths that must exist do; values are in range."""
+
+    model: Path
+    served_model_name: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backend: str = "eager"
+    precision: str = "auto"
+    dtype: str = "auto"
+    max_batch_tokens: int = 2048
+    max_num_seqs: int = 64
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    engine_cache: Path | None = None
+    build_on_start: bool = True
+    api_key_file: Path | None = None
+    api_keys: tuple[str, ...] = ()  # from the R1_API_KEYS environment variable
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    settings: Settings = field(default_factory=Settings)
+    log_dir: Path | None = None
+    # Not part of the operator contract: limits and test knobs with safe defaults.
+    max_waiting: int = 256
+    num_kv_blocks: int | None = None
+    drain_timeout: float = 60.0
+    max_request_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def is_auth_enabled(self) -> bool:
+        """Whether API requests need a key (a key file, or keys in the environment)."""
+        return self.api_key_file is not None or bool(self.api_keys)
+
+    @property
+    def engine_dtype(self) -> str | None:
+        """The torch dtype name the engine loads and computes in; None: the checkpoint's own.
+        An explicit `--precision` wins over `--dtype`: the engine has one dtype."""
+        return PRECISION_DTYPES.get(self.precision) or (
+            None if self.dtype == "auto" else self.dtype
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> RuntimeConfig:
+        """Build from `add_serve_arguments`'s namespace; raise `ConfigError` on bad values."""
+        settings = read_settings(args.settings) if args.settings else Settings()
+        name = _served_model_name(args.served_model_name, settings, args.model)
+        values = {
+            key: value
+            for key, value in vars(args).items()
+            if key in cls.__dataclass_fields__ and key not in ("settings", "served_model_name")
+        }
+        keys = tuple(re.split(r"[\s,]+", environ.get(API_KEYS_ENV, "").strip()))
+        return cls(
+            **values,
+            served_model_name=name,
+            settings=settings,
+            api_keys=tuple(key for key in keys if key),
+        )
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `r1-runtime serve`: every flag of docs/runtime-flags.md, then a few limits."""
+    add = parser.add_argument
+    add("--model", type=Path, required=True, help="Hugging Face checkpoint directory")
+    add("--served-model-name", help="the OpenAI `model` to answer to (default: the directory)")
+    add("--host", default="127.0.0.1", help="listen address")
+    add("--port", type=int, default=8000, help="listen port")
+    add("--backend", choices=BACKENDS, default="eager")
+    add("--precision", choices=PRECISIONS, default="auto", help="compute precision")
+    add("--dtype", choices=DTYPES, default="auto", help="dtype the weights load in")
+    add("--max-batch-tokens", type=int, default=2048, help="token budget of one engine step")
+    add("--max-num-seqs", type=int, default=64, help="most sequences running at once")
+    add("--max-model-len", type=int, help="longest prompt plus output (default: the model's)")
+    add("--gpu-memory-utilization", type=float, default=0.9, help="in (0.1, 0.99]")
+    add("--tensor-parallel-size", type=int, default=1)
+    add("--pipeline-parallel-size", type=int, default=1)
+    add("--nnodes", type=int, default=1, help="pods in the replica's torch.distributed group")
+    add("--node-rank", type=_node_rank, default=0, help="this pod's rank; 0 serves HTTP")
+    add("--engine-cache", type=Path, help="engine cache directory (shared, warm tier)")
+    add(
+        "--no-build-on-start",
+        dest="build_on_start",
+        action="store_false",
+        help="fail instead of building when no cached engine matches",
+    )
+    add("--api-key-file", type=Path, help=f"API keys, one per line (also: ${API_KEYS_ENV})")
+    add("--tls-cert", type=Path, help="server certificate (PEM)")
+    add("--tls-key", type=Path, help="server key (PEM)")
+    add("--tls-client-ca", type=Path, help="CA bundle that signs client certificates (mTLS)")
+    add("--settings", type=Path, help="settings.json from the operator's ConfigMap")
+    add("--log-dir", type=Path, help="logs go to LOG_DIR/$HOSTNAME/")
+    add("--max-waiting", type=int, default=256, help="waiting queue size; beyond it: 429")
+    add("--num-kv-blocks", type=int, help="KV cache blocks (default: sized from free memory)")
+    add("--drain-timeout", type=float, default=60.0, help="seconds to finish requests on SIGTERM")
+    add("--max-request-bytes", type=int, default=1 << 20, help="largest request body (413)")
+
+
+def read_settings(path: Path) -> Settings:
+    """Parse `settings.json`; keys the runtime does not know are ignored."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--settings {path}: cannot read a JSON object: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--settings {path}: expected a JSON object")
+    settings = Settings(
+        served_model_name=_typed(raw, "servedModelName", str, path),
+        quantization=_typed(raw, "quantization", str, path),
+        input_filter=bool(_typed(raw, "inputFilter", bool, path)),
+        output_filter=bool(_typed(raw, "outputFilter", bool, path)),
+    )
+    if settings.quantization is not None:
+        raise ConfigError(
+            f"--settings {path}: quantization {settings.quantization!r} is not supported by "
+            "this runtime yet; serve an unquantized checkpoint"
+        )
+    return settings
+
+
+def _typed(raw: dict[str, Any], key: str, kind: type, path: Path) -> Any:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise ConfigError(f"--settings {path}: {key} must be a {kind.__name__} or null")
+    return value
+
+
+def _served_model_name(flag: str | None, settings: Settings, model: Path) -> str:
+    if flag and settings.served_model_name and flag != settings.served_model_name:
+        raise ConfigError(
+            f"--served-model-name {flag!r} differs from settings.json's servedModelName "
+            f"{settings.served_model_name!r}"
+        )
+    return flag or settings.served_model_name or model.name
+
+
+def _node_rank(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an integer (the kubelet expands $(LWS_WORKER_INDEX) in the pod)"
+        ) from None
+
+
+def _validate(config: RuntimeConfig) -> None:
+    _check_model(config.model)
+    _check_limits(config)
+    _check_unsupported(config)
+    _check_files(config)
+
+
+def _check_model(model: Path) -> None:
+    if not (model / "config.json").is_file():
+        raise ConfigError(f"--model {model}: no config.json there (is the directory mounted?)")
+
+
+def _check_limits(config: RuntimeConfig) -> None:
+    positive = {
+        "--max-batch-tokens": config.max_batch_tokens,
+        "--max-num-seqs": config.max_num_seqs,
+        "--max-model-len": config.max_model_len or 1,
+        "--tensor-parallel-size": config.tensor_parallel_size,
+        "--pipeline-parallel-size": config.pipeline_parallel_size,
+        "--nnodes": config.nnodes,
+        "--max-waiting": config.max_waiting,
+        "--num-kv-blocks": config.num_kv_blocks or 1,
+        "--max-request-bytes": config.max_request_bytes,
+    }
+    for flag, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if config.max_batch_tokens < config.max_num_seqs:
+        raise ConfigError(
+            f"--max-batch-tokens ({config.max_batch_tokens}) must be >= --max-num-seqs "
+            f"({config.max_num_seqs}): every running sequence decodes a token each step"
+        )
+    if not 0.1 < config.gpu_memory_utilization <= 0.99:
+        raise ConfigError(
+            f"--gpu-memory-utilization must be in (0.1, 0.99], got {config.gpu_memory_utilization}"
+        )
+    if not 0 <= config.node_rank < config.nnodes:
+        raise ConfigError(f"--node-rank {config.node_rank} is not in [0, --nnodes {config.nnodes})")
+    if not 0 <= config.port <= 65535:
+        raise ConfigError(f"--port must be in [0, 65535], got {config.port}")
+    if config.drain_timeout < 0:
+        raise ConfigError(f"--drain-timeout must be >= 0, got {config.drain_timeout}")
+
+
+def _check_unsupported(config: RuntimeConfig) -> None:
+    """Flags the contract allows but this runtime cannot honour yet: refused, never ignored."""
+    if config.precision in ("fp8", "int8"):
+        raise ConfigError(
+            f"--precision {config.precision} needs a quantized engine, which this runtime does "
+            "not build yet; use auto, bf16, fp16 or fp32"
+        )
+    if config.tensor_parallel_size * config.pipeline_parallel_size > 1 or config.nnodes > 1:
+        raise ConfigError(
+            "tensor, pipeline and multi-node parallelism are not implemented in this runtime "
+            "yet: --tensor-parallel-size, --pipeline-parallel-size and --nnodes must be 1"
+        )
+
+
+def _check_files(config: RuntimeConfig) -> None:
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if config.tls_client_ca is not None and config.tls_cert is None:
+        raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS)")
+    files = {
+        "--api-key-file": config.api_key_file,
+        "--tls-cert": config.tls_cert,
+        "--tls-key": config.tls_key,
+        "--tls-client-ca": config.tls_client_ca,
+    }
+    for flag, path in files.items():
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"{flag} {path}: not a readable file")

@@ -1,0 +1,90 @@
+"""Requests to engine inputs: prompt token ids (chat template or raw prompt) within the
+context, and `SamplingParams` within the room the prompt leaves."""
+
+from __future__ import annotations
+
+from r1_runtime.engine.sequence import SamplingParams
+from r1_runtime.server.errors import APIError
+from r1_runtime.server.model import LoadedModel
+from r1_runtime.server.protocol import ChatMessage, SamplingRequest
+
+GREEDY_BELOW = 1e-5  # vLLM's: a smaller temperature samples greedily (and divides safely)
+
+
+def chat_prompt(model: LoadedModel, messages: list[ChatMessage]) -> list[int]:
+    """The conversation rendered with the tokenizer's chat template, ready for the answer."""
+    conversation = [
+        {"role": message.role, "content": message.text}
+        | ({"name": message.name} if message.name else {})
+        for message in messages
+    ]
+    try:
+        text = model.tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=False
+        )
+    except Exception as error:  # the template's own checks raise anything jinja2 can
+        raise APIError(
+            400, f"messages do not fit the model's chat template: {error}", param="messages"
+        ) from error
+    token_ids = model.tokenizer.encode(text, add_special_tokens=False)
+    return _within_context(model, token_ids, "messages")
+
+
+def completion_prompt(model: LoadedModel, prompt: str | list[int]) -> list[int]:
+    """A text prompt tokenized as the tokenizer does by default (BOS included), or token ids
+    checked against the vocabulary."""
+    if isinstance(prompt, str):
+        token_ids = model.tokenizer.encode(prompt)
+    else:
+        token_ids = prompt
+        if max(token_ids) >= model.vocab_size:
+            raise APIError(
+                400, f"prompt: token ids must be below {model.vocab_size}", param="prompt"
+            )
+    return _within_context(model, token_ids, "prompt")
+
+
+def sampling_params(
+    model: LoadedModel,
+    body: SamplingRequest,
+    num_prompt_tokens: int,
+    max_tokens: int | None,
+) -> SamplingParams:
+    """The engine's parameters for a request; `max_tokens` None means all the room left."""
+    room = model.max_model_len - num_prompt_tokens
+    temperature = 1.0 if body.temperature is None else body.temperature
+    return SamplingParams(
+        temperature=0.0 if temperature < GREEDY_BELOW else temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        top_k=body.top_k if body.top_k and body.top_k > 0 else None,
+        seed=body.seed,
+        max_tokens=min(max_tokens or room, room),
+        **_thinking_budget(model, body.max_reasoning_tokens),
+    )
+
+
+def _thinking_budget(model: LoadedModel, max_reasoning_tokens: int | None) -> dict[str, int]:
+    if max_reasoning_tokens is None:
+        return {}
+    if model.think_end_token_id is None:
+        raise APIError(
+            400,
+            "max_reasoning_tokens: this model has no </think> token",
+            param="max_reasoning_tokens",
+        )
+    return {
+        "max_reasoning_tokens": max_reasoning_tokens,
+        "think_end_token_id": model.think_end_token_id,
+    }
+
+
+def _within_context(model: LoadedModel, token_ids: list[int], param: str) -> list[int]:
+    if len(token_ids) >= model.max_model_len:
+        raise APIError(
+            400,
+            f"{param}: the prompt is {len(token_ids)} tokens, and this model's context is "
+            f"{model.max_model_len} tokens including the output",
+            param=param,
+            code="context_length_exceeded",
+        )
+    return token_ids

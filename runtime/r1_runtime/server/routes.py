@@ -1,0 +1,174 @@
+"""The OpenAI routes (`/v1/...`, behind the API key) and the operations routes (`/health`,
+`/ready`, `/metrics`: no key, no client certificate, as the kubelet probes them)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from r1_runtime.server import generation as generations
+from r1_runtime.server.errors import APIError
+from r1_runtime.server.generation import Generation, OutputText
+from r1_runtime.server.model import LoadedModel
+from r1_runtime.server.prompts import chat_prompt, completion_prompt, sampling_params
+from r1_runtime.server.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+)
+from r1_runtime.server.reasoning import Delta
+from r1_runtime.server.state import ServerState
+from r1_runtime.server.streaming import chat_events, completion_events, event_stream, usage_of
+
+CLIENT_CERT_STATE = "client_cert_verified"  # set per connection by serve.ClientCertProtocol
+
+
+def server_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.server
+    return state
+
+
+State = Annotated[ServerState, Depends(server_state)]
+
+
+async def authorize(request: Request, state: State) -> None:
+    """401 unless the request has a valid API key and, under mutual TLS, a verified client
+    certificate."""
+    if state.config.tls_client_ca and not getattr(request.state, CLIENT_CERT_STATE, False):
+        raise APIError(
+            401,
+            "a client certificate signed by the server's client CA is required",
+            code="client_certificate_required",
+        )
+    if not state.keys.verify(request.headers.get("authorization")):
+        raise APIError(
+            401,
+            "a valid API key is required: Authorization: Bearer KEY",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+openai = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
+operations = APIRouter()
+
+
+@openai.get("/models")
+async def list_models(state: State) -> ModelList:
+    model = state.admit()
+    name = state.config.served_model_name
+    card = ModelCard(id=name, created=model.created, max_model_len=model.max_model_len)
+    return ModelList(data=[card])
+
+
+@openai.post("/chat/completions", response_model=None, responses={200: {"model": ChatCompletion}})
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, state: State
+) -> Response:
+    model = _served(state, body.model)
+    prompt = chat_prompt(model, body.messages)
+    params = sampling_params(model, body, len(prompt), body.output_limit)
+    is_reasoning = model.think_end_token_id is not None
+    text = OutputText(model.tokenizer, body.stop_strings, split_reasoning=is_reasoning)
+    generation = await generations.start(state, prompt, params, text)
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    if body.stream:
+        events = chat_events(generation, request_id, body.model, body.include_usage)
+        return event_stream(generation, events)
+    output = await _collect(generation, request)
+    message = AssistantMessage(
+        content=output.content if output.content or not is_reasoning else None,
+        reasoning_content=output.reasoning or None,
+    )
+    completion = ChatCompletion(
+        id=request_id,
+        model=body.model,
+        choices=[ChatChoice(message=message, finish_reason=generation.finish_reason)],
+        usage=usage_of(generation),
+    )
+    return _json(completion)
+
+
+@openai.post("/completions", response_model=None, responses={200: {"model": Completion}})
+async def create_completion(body: CompletionRequest, request: Request, state: State) -> Response:
+    model = _served(state, body.model)
+    prompt = completion_prompt(model, body.prompt)
+    params = sampling_params(model, body, len(prompt), body.output_limit)
+    text = OutputText(model.tokenizer, body.stop_strings, split_reasoning=False)
+    generation = await generations.start(state, prompt, params, text)
+    request_id = f"cmpl-{uuid.uuid4().hex}"
+    if body.stream:
+        events = completion_events(generation, request_id, body.model, body.include_usage)
+        return event_stream(generation, events)
+    output = await _collect(generation, request)
+    choice = CompletionChoice(text=output.content, finish_reason=generation.finish_reason)
+    completion = Completion(
+        id=request_id, model=body.model, choices=[choice], usage=usage_of(generation)
+    )
+    return _json(completion)
+
+
+@operations.get("/health")
+async def health() -> dict[str, str]:
+    """200 while the process is alive: loading, serving or draining."""
+    return {"status": "alive"}
+
+
+@operations.get("/ready")
+async def ready(state: State) -> dict[str, str]:
+    """200 once the model is loaded, until a drain begins; 503 otherwise."""
+    state.admit()
+    return {"status": "ready"}
+
+
+@operations.get("/metrics")
+async def metrics(state: State) -> Response:
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _served(state: ServerState, name: str) -> LoadedModel:
+    model = state.admit()
+    if name != state.config.served_model_name:
+        raise APIError(
+            404,
+            f"the model {name!r} does not exist; this server serves "
+            f"{state.config.served_model_name!r}",
+            param="model",
+            code="model_not_found",
+        )
+    return model
+
+
+async def _collect(generation: Generation, request: Request) -> Delta:
+    """The whole output of a non-streamed request; aborted if the client disconnects."""
+    watcher = asyncio.create_task(_abort_on_disconnect(generation, request))
+    reasoning, content = [], []
+    try:
+        async for delta in generation.deltas():
+            reasoning.append(delta.reasoning)
+            content.append(delta.content)
+    finally:
+        watcher.cancel()
+    return Delta("".join(reasoning), "".join(content))
+
+
+async def _abort_on_disconnect(generation: Generation, request: Request) -> None:
+    # NOTE: the body has been read, so the next ASGI message is the disconnect (if any).
+    while (await request.receive())["type"] != "http.disconnect":
+        continue
+    generation.abort()
+
+
+def _json(model: ChatCompletion | Completion) -> Response:
+    return Response(model.model_dump_json(exclude_none=False), media_type="application/json")

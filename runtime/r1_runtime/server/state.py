@@ -1,0 +1,88 @@
+"""What the routes share: the settings, the model once it is loaded, API keys, metrics and
+the admission state (starting, ready, draining). Used from the event loop only."""
+
+from __future__ import annotations
+
+import time
+
+from r1_runtime.config import RuntimeConfig
+from r1_runtime.engine.async_engine import RequestHandle
+from r1_runtime.server.auth import APIKeys
+from r1_runtime.server.errors import APIError
+from r1_runtime.server.metrics import EngineStats, ServerMetrics
+from r1_runtime.server.model import LoadedModel
+
+
+class ServerState:
+    """Admission control. Requests are admitted once the model is loaded and until a drain
+    begins; admitted requests are tracked until their stream ends, so a drain knows when it
+    is done and can abort what is left at its deadline."""
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+        self.keys = APIKeys(config.api_key_file, config.api_keys)
+        self.metrics = ServerMetrics(config.served_model_name, self.engine_stats)
+        self.model: LoadedModel | None = None
+        self.load_error: BaseException | None = None
+        self._drain_deadline: float | None = None
+        self._active: set[RequestHandle] = set()
+
+    @property
+    def is_draining(self) -> bool:
+        return self._drain_deadline is not None
+
+    @property
+    def is_ready(self) -> bool:
+        return self.model is not None and not self.is_draining
+
+    @property
+    def num_active(self) -> int:
+        return len(self._active)
+
+    def admit(self) -> LoadedModel:
+        """The model, for a new request; a 503 while starting or draining."""
+        if self.is_draining:
+            raise APIError(503, "the server is shutting down", code="draining")
+        if self.model is None:
+            raise APIError(503, "the model is still loading", code="starting")
+        return self.model
+
+    def track(self, handle: RequestHandle) -> None:
+        self._active.add(handle)
+
+    def untrack(self, handle: RequestHandle) -> None:
+        self._active.discard(handle)
+
+    def begin_drain(self) -> None:
+        """Refuse new requests from now on; running ones get `drain_timeout` seconds."""
+        if self._drain_deadline is None:
+            self._drain_deadline = time.monotonic() + self.config.drain_timeout
+
+    def is_drained(self) -> bool:
+        """True once no admitted request is left. Past the deadline, aborts those that are
+        (their streams end with finish_reason `abort`) and answers True."""
+        if self._drain_deadline is None:
+            return False
+        if self._active and time.monotonic() >= self._drain_deadline:
+            for handle in self._active:
+                handle.abort()
+            self._active.clear()
+        return not self._active
+
+    def engine_stats(self) -> EngineStats | None:
+        """The scheduler's counts, for /metrics; None before the model is loaded.
+
+        NOTE: read from the event loop while the engine thread runs: each value is one
+        attribute read or `len()`, atomic under the GIL, at worst one step stale.
+        """
+        if self.model is None:
+            return None
+        scheduler = self.model.engine.engine.scheduler
+        return EngineStats(
+            num_running=scheduler.num_running,
+            num_waiting=scheduler.num_waiting,
+            kv_cache_usage=scheduler.block_manager.usage,
+            num_preemptions=scheduler.num_preemptions,
+            num_prefix_cache_queries=scheduler.num_prefix_cache_queries,
+            num_prefix_cache_hits=scheduler.num_prefix_cache_hits,
+        )
