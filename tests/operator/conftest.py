@@ -1,0 +1,15 @@
+"""Fixtures for tests against the API emulator: one emulated cluster per test module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from operator_harness import Cluster, emulated_cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """An emulated API server without the LeaderWorkerSet API, and KUBECONFIG pointing at it."""
+    with emulated_cluster(tmp_path_factory.mktemp("kube")) as cluster:
+        yield cluster
