@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -24,6 +25,10 @@ ERROR_TYPES = {
     500: "server_error",
     503: "service_unavailable",
 }
+
+
+FIELD_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+TYPE_NAMES = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
 class APIError(HTTPException):
@@ -85,11 +90,21 @@ def to_api_error(error: Exception) -> APIError:
 
 
 def _from_validation(error: RequestValidationError) -> APIError:
-    """The first validation problem, with the offending field as `param` (dotted path)."""
+    """The first validation problem, with the offending field as `param` (a dotted path)."""
     first = error.errors()[0]
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(location) or None
-    message = str(first.get("msg", "invalid request"))
     if first.get("type") == "json_invalid":
         return APIError(400, "the request body is not valid JSON", code="invalid_json")
+    param = ".".join(_field_path(first.get("loc", ()))) or None
+    message = str(first.get("msg", "invalid request"))
     return APIError(400, f"{param}: {message}" if param else message, param=param)
+
+
+def _field_path(location: tuple[int | str, ...]) -> list[str]:
+    """Field names and list indexes of a pydantic location, without `body` and without the
+    union members pydantic names in it (`str`, `constrained-str`, `list[int]`, ...)."""
+    parts = location[1:] if location[:1] == ("body",) else location
+    return [
+        str(part)
+        for part in parts
+        if isinstance(part, int) or (FIELD_NAME.fullmatch(part) and part not in TYPE_NAMES)
+    ]

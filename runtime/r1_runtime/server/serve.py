@@ -21,7 +21,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from r1_runtime.config import RuntimeConfig
-from r1_runtime.server.app import create_app
+from r1_runtime.server.app import Loader, create_app
 from r1_runtime.server.routes import CLIENT_CERT_STATE
 from r1_runtime.server.state import ServerState
 
@@ -79,9 +79,12 @@ def ssl_context(config: RuntimeConfig) -> ssl.SSLContext | None:
     return context
 
 
-def build_server(config: RuntimeConfig, **uvicorn_options: Any) -> DrainingServer:
-    """The server for `config`, not yet started (`serve` runs it; tests run it in a thread)."""
-    app = create_app(config)
+def build_server(
+    config: RuntimeConfig, loader: Loader | None = None, **uvicorn_options: Any
+) -> DrainingServer:
+    """The server for `config`, not yet started (`serve` runs it; tests run it in a thread).
+    `loader` replaces `load_model(config)`, e.g. to hold a test server in its loading state."""
+    app = create_app(config, loader)
     context = ssl_context(config)
     options: dict[str, Any] = {
         "host": config.host,

@@ -19,6 +19,7 @@ import httpx
 import openai
 from r1_runtime.config import RuntimeConfig
 from r1_runtime.engine.llm_engine import LLMEngine
+from r1_runtime.server.app import Loader
 from r1_runtime.server.serve import DrainingServer, build_server
 from r1_runtime.server.state import ServerState
 
@@ -65,7 +66,7 @@ class RunningServer:
 
     def http(self, **options: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {API_KEY}"}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60, **options)
+        return httpx.Client(base_url=self.base_url, headers=headers, **{"timeout": 60, **options})
 
     def is_idle_with_all_blocks_free(self) -> bool:
         blocks = self.engine.scheduler.block_manager
@@ -73,17 +74,23 @@ class RunningServer:
 
 
 @contextmanager
-def running_server(config_for_port: Callable[[int], RuntimeConfig]) -> Iterator[RunningServer]:
+def running_server(
+    config_for_port: Callable[[int], RuntimeConfig],
+    loader: Loader | None = None,
+    wait_for_model: bool = True,
+) -> Iterator[RunningServer]:
     """Start a server on a free loopback port; stop it (if it has not stopped) on exit."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = config_for_port(sock.getsockname()[1])
-    server = build_server(config)
+    server = build_server(config, loader)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     scheme = "https" if config.tls_cert else "http"
     try:
-        wait_until(lambda: server.started and server.state.model is not None, STARTUP_TIMEOUT_S)
+        wait_until(lambda: server.started, STARTUP_TIMEOUT_S)
+        if wait_for_model:
+            wait_until(lambda: server.state.model is not None, STARTUP_TIMEOUT_S)
         yield RunningServer(f"{scheme}://127.0.0.1:{config.port}", server, thread)
     finally:
         server.should_exit = True
