@@ -206,16 +206,16 @@ def _check_limits(config: RuntimeConfig) -> None:
     positive = {
         "--max-batch-tokens": config.max_batch_tokens,
         "--max-num-seqs": config.max_num_seqs,
-        "--max-model-len": config.max_model_len or 1,
+        "--max-model-len": config.max_model_len,
         "--tensor-parallel-size": config.tensor_parallel_size,
         "--pipeline-parallel-size": config.pipeline_parallel_size,
         "--nnodes": config.nnodes,
         "--max-waiting": config.max_waiting,
-        "--num-kv-blocks": config.num_kv_blocks or 1,
+        "--num-kv-blocks": config.num_kv_blocks,
         "--max-request-bytes": config.max_request_bytes,
     }
     for flag, value in positive.items():
-        if value < 1:
+        if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     if config.max_batch_tokens < config.max_num_seqs:
         raise ConfigError(
@@ -260,5 +260,5 @@ def _check_files(config: RuntimeConfig) -> None:
         "--tls-client-ca": config.tls_client_ca,
     }
     for flag, path in files.items():
-        if path is not None and not os.access(path, os.R_OK):
+        if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
             raise ConfigError(f"{flag} {path}: not a readable file")
