@@ -12,9 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[operator,runtime,dev]'
 	touch $(STAMP)
 
+# The demo model (tiny, random weights, R1's tokenizer and template) on 127.0.0.1:8000.
 serve: $(STAMP)
-	@echo "r1-runtime is not built yet: 'make serve' arrives with the runtime server."
-	@echo "Meanwhile: $(BIN)/r1-operator render examples/deepseek.yaml"
+	@test -f .cache/demo-model/config.json || $(BIN)/r1-runtime demo-model .cache/demo-model
+	$(BIN)/r1-runtime serve --model .cache/demo-model --served-model-name r1-demo \
+		--host 127.0.0.1 --port 8000 --backend eager
 
 test: lint typecheck unit
 

@@ -141,3 +141,8 @@ def test_the_key_file_is_read_again_when_it_changes(
     finally:
         api_key_file.write_text(original)
     assert httpx.get(url, headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
+
+
+def test_the_openapi_document_describes_the_routes(server: RunningServer) -> None:
+    paths = httpx.get(f"{server.base_url}/openapi.json").json()["paths"]
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/ready"} <= set(paths)
