@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import random
 import resource
@@ -26,6 +27,7 @@ import torch
 from r1_runtime.engine import SamplingParams
 from r1_runtime.engine.llm_engine import LLMEngine
 from r1_runtime.engine.model_runner import PagedModelRunner
+from safetensors import safe_open
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -119,6 +121,12 @@ def timed_run(engine: LLMEngine, prompts: list[list[int]], concurrent: bool) -> 
     }
 
 
+def checkpoint_parameters(model_dir: Path) -> int:
+    """Parameters in the checkpoint (tied embeddings once): the runner repacks its weights."""
+    with safe_open(model_dir / "model.safetensors", framework="pt") as f:
+        return sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())  # noqa: SIM118
+
+
 def matmul_peak(dtype: torch.dtype) -> float:
     """FLOP/s of the best of a few matmuls at the model's decode-batch shapes."""
     a, b = torch.randn(64 * 4, 512, dtype=dtype), torch.randn(512, 1536 * 2, dtype=dtype)
@@ -142,7 +150,7 @@ def bench_dtype(
         kv_cache_memory=256 << 20,
     )
     assert isinstance(engine.runner, PagedModelRunner), "the benchmark model is a Qwen2"
-    num_params = sum(p.numel() for p in engine.runner.model.parameters())
+    num_params = checkpoint_parameters(model_dir)
     timed_run(engine, prompts[:8], concurrent=True)  # warm-up
     offline = [timed_run(engine, prompts, concurrent=True) for _ in range(rounds)]
     single = timed_run(engine, prompts[:4], concurrent=False)

@@ -20,6 +20,7 @@ from r1_runtime.engine.step_inputs import prepare_inputs
 from r1_runtime.models.attention import can_use_flash_attention
 from r1_runtime.models.config import DecoderConfig, UnsupportedConfigError, read_config
 from r1_runtime.models.decoder import DecoderForCausalLM
+from r1_runtime.models.layers import can_pack
 from r1_runtime.models.loader import load_decoder
 
 if TYPE_CHECKING:  # NOTE: transformers is imported only when the fallback is used
@@ -115,6 +116,8 @@ def load_runner(
         num_blocks = num_kv_blocks or max_num_seqs * blocks_per_seq
         return LoadedRunner(RecomputeModelRunner(fallback), num_blocks, max_len)
     model = load_decoder(model_dir, dtype=dtype, device=device, max_positions=max_len)
+    if device.type == "cpu" and can_pack(dtype):
+        model.pack_linear_weights(batch_size=max_num_seqs)
     num_blocks = num_kv_blocks or kv_cache.num_kv_blocks(
         config,
         block_size=block_size,

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from r1_runtime.engine.scheduler import ScheduledBatch, ScheduledSeq
-from r1_runtime.models.attention import AttentionMetadata, FlashMetadata, PrefillChunk
+from r1_runtime.models.attention import AttentionMetadata, FlashMetadata, PagedBatch
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,6 @@ def prepare_inputs(batch: ScheduledBatch, block_size: int, *, use_flash: bool) -
     entries = batch.seqs
     num_new = torch.tensor([entry.num_new_tokens for entry in entries])
     starts = torch.tensor([entry.start_position for entry in entries])
-    ends = starts + num_new
     token_ends = num_new.cumsum(0)
     owner = torch.repeat_interleave(torch.arange(len(entries)), num_new)  # entry of each token
     positions = torch.arange(int(token_ends[-1])) - (token_ends - num_new - starts)[owner]
@@ -47,14 +46,17 @@ def prepare_inputs(batch: ScheduledBatch, block_size: int, *, use_flash: bool) -
         )
     )
     is_sampled = torch.tensor([entry.is_sampled for entry in entries])
-    num_decodes = sum(1 for entry in entries if not entry.is_prefill)
-    meta = AttentionMetadata(
-        slot_mapping=slot_mapping,
-        num_decode_tokens=num_decodes,
-        **_decode_metadata(block_tables[:num_decodes], ends[:num_decodes], block_size),
-        prefills=_prefill_chunks(entries, num_decodes, block_tables, token_ends, block_size),
-        flash=_flash_metadata(num_new, ends, block_tables) if use_flash else None,
-    )
+    if use_flash:
+        meta = AttentionMetadata(
+            slot_mapping, flash=_flash_metadata(num_new, starts + num_new, block_tables)
+        )
+    else:
+        num_decodes = sum(1 for entry in entries if not entry.is_prefill)
+        batches = [
+            _paged_batch(starts[part], num_new[part], block_tables[part], block_size)
+            for part in (slice(num_decodes), slice(num_decodes, None))
+        ]
+        meta = AttentionMetadata(slot_mapping, decodes=batches[0], prefills=batches[1])
     return StepInputs(input_ids, positions, token_ends[is_sampled] - 1, meta)
 
 
@@ -66,45 +68,28 @@ def _block_tables(entries: tuple[ScheduledSeq, ...]) -> torch.Tensor:
     )
 
 
-def _decode_metadata(
-    block_tables: torch.Tensor, ends: torch.Tensor, block_size: int
-) -> dict[str, torch.Tensor]:
-    num_seqs = len(ends)
-    max_blocks = -(-int(ends.max()) // block_size) if num_seqs else 0
-    context = torch.arange(max_blocks * block_size)
-    mask = context.unsqueeze(0) < ends.unsqueeze(1)
-    return {
-        "decode_block_tables": block_tables[:, :max_blocks],
-        "decode_mask": mask.view(num_seqs, 1, 1, max_blocks * block_size),
-    }
-
-
-def _prefill_chunks(
-    entries: tuple[ScheduledSeq, ...],
-    num_decodes: int,
-    block_tables: torch.Tensor,
-    token_ends: torch.Tensor,
-    block_size: int,
-) -> tuple[PrefillChunk, ...]:
-    chunks = []
-    for index in range(num_decodes, len(entries)):
-        entry = entries[index]
-        token_end = int(token_ends[index])
-        mask = None
-        if entry.start_position > 0:  # keys: the cached prefix and this chunk, causally
-            queries = torch.arange(entry.start_position, entry.end_position)
-            mask = torch.arange(entry.end_position).unsqueeze(0) <= queries.unsqueeze(1)
-        num_blocks = -(-entry.end_position // block_size)
-        chunks.append(
-            PrefillChunk(
-                token_start=token_end - entry.num_new_tokens,
-                token_end=token_end,
-                context_len=entry.end_position,
-                block_ids=block_tables[index, :num_blocks],
-                mask=mask,
-            )
-        )
-    return tuple(chunks)
+def _paged_batch(
+    starts: torch.Tensor, num_new: torch.Tensor, block_tables: torch.Tensor, block_size: int
+) -> PagedBatch | None:
+    """Sequences whose new tokens are positions `[start, start + num_new)`, padded to the
+    longest; None for no sequence."""
+    if not len(starts):
+        return None
+    ends = starts + num_new
+    query_len = int(num_new.max())
+    max_blocks = -(-int(ends.max()) // block_size)
+    offsets = torch.arange(query_len)
+    # NOTE: a padding row takes its sequence's last position, so it sees real keys (no row is
+    # all -inf) and its output, dropped afterwards, is finite.
+    query_positions = torch.minimum(starts.unsqueeze(1) + offsets, ends.unsqueeze(1) - 1)
+    keys = torch.arange(max_blocks * block_size)
+    is_token = offsets < num_new.unsqueeze(1)
+    return PagedBatch(
+        num_tokens=int(num_new.sum()),
+        block_ids=block_tables[:, :max_blocks].flatten(),
+        mask=keys <= query_positions.unsqueeze(2),
+        query_rows=None if bool(is_token.all()) else is_token.flatten().nonzero().squeeze(1),
+    )
 
 
 def _flash_metadata(

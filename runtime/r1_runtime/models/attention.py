@@ -1,10 +1,10 @@
 """Attention over the paged KV cache.
 
 A layer's cache is `[2, num_blocks, block_size, num_kv_heads, head_dim]` (keys, then values).
-Each step first writes the new keys and values at their slots, then attends:
-- decodes (the first `num_decode_tokens` tokens, one per sequence) in one padded batch,
-  each sequence reading its context through its block table, padding masked out;
-- each prefill chunk on its own, with a causal mask offset by the prefix already cached.
+Each step first writes the new keys and values at their slots, then attends in at most two
+SDPA calls: one for the decodes (the first tokens of the step, one per sequence), one for the
+prefill chunks, each chunk's queries padded to the longest. Both read their keys from the
+cache through the sequences' block tables, so a cached prefix needs nothing special.
 On CUDA with flash-attn and a block size it accepts, one varlen call does all of it.
 """
 
@@ -34,15 +34,24 @@ def can_use_flash_attention(device: torch.device, dtype: torch.dtype, block_size
 
 
 @dataclass(frozen=True)
-class PrefillChunk:
-    """Tokens `[token_start, token_end)` of the step are positions `[context_len - (token_end -
-    token_start), context_len)` of one sequence, whose blocks are `block_ids`."""
+class PagedBatch:
+    """Some of the step's sequences, as a padded batch for SDPA: `num_seqs` sequences of up to
+    `query_len` new tokens each (one for decodes), attending to keys read from their blocks."""
 
-    token_start: int
-    token_end: int
-    context_len: int
-    block_ids: torch.Tensor  # [blocks covering context_len]
-    mask: torch.Tensor | None  # [num_tokens, context_len] bool; None: no cached prefix, causal
+    num_tokens: int  # the step's tokens in this batch
+    block_ids: torch.Tensor  # [num_seqs * max_blocks] int64: the block tables, flattened
+    mask: torch.Tensor  # [num_seqs, query_len, max_blocks * block_size] bool: key visible
+    # [num_tokens] int64: the padded row (seq * query_len + offset) of each token, in step
+    # order; None when no row is padding (decodes, or a lone chunk)
+    query_rows: torch.Tensor | None
+
+    @property
+    def num_seqs(self) -> int:
+        return self.mask.shape[0]
+
+    @property
+    def query_len(self) -> int:
+        return self.mask.shape[1]
 
 
 @dataclass(frozen=True)
@@ -58,14 +67,45 @@ class FlashMetadata:
 
 @dataclass(frozen=True)
 class AttentionMetadata:
-    """Where one step's tokens go and what each attends to; shared by every layer."""
+    """Where one step's tokens go and what each attends to; shared by every layer. Either
+    `flash` or the SDPA batches (decodes first, then prefill chunks) are set."""
 
     slot_mapping: torch.Tensor  # [num_tokens] int64: cache slot of each new token
-    num_decode_tokens: int
-    decode_block_tables: torch.Tensor  # [num_decodes, max_blocks] int64, padded with block 0
-    decode_mask: torch.Tensor  # [num_decodes, 1, 1, max_blocks * block_size] bool: key in context
-    prefills: tuple[PrefillChunk, ...]
+    decodes: PagedBatch | None = None
+    prefills: PagedBatch | None = None
     flash: FlashMetadata | None = None
+
+
+@dataclass(frozen=True)
+class SdpaBatch:
+    """A `PagedBatch` with its mask as SDPA's additive mask over grouped query rows."""
+
+    batch: PagedBatch
+    mask: torch.Tensor  # [num_seqs, 1, query_len * group, max_blocks * block_size]
+
+
+@dataclass(frozen=True)
+class LayerAttention:
+    """What every layer's attention reads, derived once per step (`for_model`)."""
+
+    slot_mapping: torch.Tensor
+    batches: tuple[SdpaBatch, ...]  # in step order
+    flash: FlashMetadata | None
+
+    @classmethod
+    def for_model(
+        cls, meta: AttentionMetadata, num_queries_per_kv: int, dtype: torch.dtype
+    ) -> LayerAttention:
+        batches = (batch for batch in (meta.decodes, meta.prefills) if batch is not None)
+        sdpa = (SdpaBatch(b, _additive_mask(b.mask, num_queries_per_kv, dtype)) for b in batches)
+        return cls(meta.slot_mapping, tuple(sdpa), meta.flash)
+
+
+def _additive_mask(mask: torch.Tensor, group: int, dtype: torch.dtype) -> torch.Tensor:
+    """`[seqs, query_len, keys]` bool -> `[seqs, 1, query_len * group, keys]`: 0 where visible,
+    -inf elsewhere, each query's row repeated for the query heads sharing a kv head."""
+    additive = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, float("-inf"))
+    return additive.repeat_interleave(group, dim=1).unsqueeze(1)
 
 
 def paged_attention(
@@ -73,69 +113,45 @@ def paged_attention(
     k: torch.Tensor,
     v: torch.Tensor,
     layer_cache: torch.Tensor,
-    meta: AttentionMetadata,
+    attention: LayerAttention,
 ) -> torch.Tensor:
     """`q` `[tokens, heads, head_dim]`, `k` and `v` `[tokens, kv_heads, head_dim]` -> the
     attention output `[tokens, heads, head_dim]`. Writes `k` and `v` into `layer_cache`."""
     key_cache, value_cache = layer_cache[0], layer_cache[1]
     _, _, num_kv_heads, head_dim = key_cache.shape
-    key_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, meta.slot_mapping, k)
-    value_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, meta.slot_mapping, v)
-    if meta.flash is not None:
-        return _flash(q, key_cache, value_cache, meta.flash)
-    out = torch.empty_like(q)
-    num_decodes = meta.num_decode_tokens
-    if num_decodes:
-        out[:num_decodes] = _decode(q[:num_decodes], key_cache, value_cache, meta)
-    for chunk in meta.prefills:
-        span = slice(chunk.token_start, chunk.token_end)
-        out[span] = _prefill(q[span], k[span], v[span], key_cache, value_cache, chunk)
-    return out
+    key_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, attention.slot_mapping, k)
+    value_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, attention.slot_mapping, v)
+    if attention.flash is not None:
+        return _flash(q, key_cache, value_cache, attention.flash)
+    outputs = []
+    start = 0
+    for sdpa in attention.batches:
+        end = start + sdpa.batch.num_tokens
+        outputs.append(_attend(q[start:end], layer_cache, sdpa))
+        start = end
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
-def _decode(
-    q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, meta: AttentionMetadata
-) -> torch.Tensor:
-    num_seqs, num_heads, head_dim = q.shape
-    num_kv_heads = key_cache.shape[2]
-    # NOTE: query head h reads kv head h // group (transformers' repeat_kv). Viewing the group
-    # of query heads as the query-length axis lets SDPA serve GQA without copying keys.
-    q = q.view(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
-    keys = _gather(key_cache, meta.decode_block_tables)
-    values = _gather(value_cache, meta.decode_block_tables)
-    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=meta.decode_mask)
-    return out.reshape(num_seqs, num_heads, head_dim)
-
-
-def _gather(cache: torch.Tensor, block_tables: torch.Tensor) -> torch.Tensor:
-    """`[seqs, kv_heads, max_blocks * block_size, head_dim]` from the sequences' blocks."""
-    num_seqs = block_tables.shape[0]
-    _, _, num_kv_heads, head_dim = cache.shape
-    return cache[block_tables].view(num_seqs, -1, num_kv_heads, head_dim).transpose(1, 2)
-
-
-def _prefill(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_cache: torch.Tensor,
-    value_cache: torch.Tensor,
-    chunk: PrefillChunk,
-) -> torch.Tensor:
-    if chunk.mask is not None:  # a cached prefix: attend to it from the cache
-        k = _gather(key_cache, chunk.block_ids[None])[0, :, : chunk.context_len]
-        v = _gather(value_cache, chunk.block_ids[None])[0, :, : chunk.context_len]
-    else:
-        k, v = k.transpose(0, 1), v.transpose(0, 1)
-    out = F.scaled_dot_product_attention(
-        q.transpose(0, 1),
-        k,
-        v,
-        attn_mask=chunk.mask,
-        is_causal=chunk.mask is None,
-        enable_gqa=True,
-    )
-    return out.transpose(0, 1)
+def _attend(q: torch.Tensor, layer_cache: torch.Tensor, sdpa: SdpaBatch) -> torch.Tensor:
+    batch = sdpa.batch
+    num_seqs, query_len = batch.num_seqs, batch.query_len
+    _, num_heads, head_dim = q.shape
+    num_kv_heads = layer_cache.shape[3]
+    group = num_heads // num_kv_heads
+    if batch.query_rows is not None:
+        padded = q.new_zeros(num_seqs * query_len, num_heads, head_dim)
+        q = padded.index_copy_(0, batch.query_rows, q)
+    # NOTE: query head h reads kv head h // group (transformers' repeat_kv). Viewing each kv
+    # head's group of query heads as query rows lets SDPA serve GQA without copying keys (its
+    # enable_gqa is several times slower on CPU for decodes); for decodes this is a view.
+    q = q.view(num_seqs, query_len, num_kv_heads, group, head_dim).transpose(1, 2)
+    q = q.reshape(num_seqs, num_kv_heads, query_len * group, head_dim)
+    pages = layer_cache.index_select(1, batch.block_ids)  # keys and values of every block
+    pages = pages.view(2, num_seqs, -1, num_kv_heads, head_dim).transpose(2, 3)
+    out = F.scaled_dot_product_attention(q, pages[0], pages[1], attn_mask=sdpa.mask)
+    out = out.view(num_seqs, num_kv_heads, query_len, group, head_dim).transpose(1, 2)
+    out = out.reshape(num_seqs * query_len, num_heads, head_dim)
+    return out if batch.query_rows is None else out.index_select(0, batch.query_rows)
 
 
 def _flash(

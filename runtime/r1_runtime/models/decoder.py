@@ -11,9 +11,18 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from r1_runtime.models.attention import AttentionMetadata, paged_attention
+from r1_runtime.models.attention import AttentionMetadata, LayerAttention, paged_attention
 from r1_runtime.models.config import DecoderConfig
-from r1_runtime.models.layers import Embedding, Linear, RMSNorm, RotaryEmbedding, silu_and_mul
+from r1_runtime.models.layers import (
+    Embedding,
+    Linear,
+    RMSNorm,
+    RotaryEmbedding,
+    apply_rotary,
+    silu_and_mul,
+)
+
+Rope = tuple[torch.Tensor, torch.Tensor]  # cos and signed sin of the step's positions
 
 
 class Attention(nn.Module):
@@ -24,25 +33,26 @@ class Attention(nn.Module):
         self.head_dim = config.head_dim
         q_size = config.num_heads * config.head_dim
         kv_size = config.num_kv_heads * config.head_dim
-        self.split_sizes = [q_size, kv_size, kv_size]
+        self.qk_size = q_size + kv_size
         self.qkv_proj = Linear(config.hidden_size, q_size + 2 * kv_size, bias=config.qkv_bias)
         self.o_proj = Linear(q_size, config.hidden_size, bias=config.o_bias)
 
     def forward(
         self,
         x: torch.Tensor,
-        positions: torch.Tensor,
-        rotary: RotaryEmbedding,
+        rope: Rope,
         layer_cache: torch.Tensor,
-        meta: AttentionMetadata,
+        attention: LayerAttention,
+        residual: torch.Tensor,
     ) -> torch.Tensor:
-        q, k, v = self.qkv_proj(x).split(self.split_sizes, dim=-1)
-        q = q.view(-1, self.num_heads, self.head_dim)
-        k = k.view(-1, self.num_kv_heads, self.head_dim)
-        v = v.view(-1, self.num_kv_heads, self.head_dim)
-        q, k = rotary(positions, q, k)
-        out: torch.Tensor = self.o_proj(paged_attention(q, k, v, layer_cache, meta).flatten(1))
-        return out
+        """`residual` plus the attention's output."""
+        qkv = self.qkv_proj(x)
+        qk = apply_rotary(qkv[:, : self.qk_size].view(len(x), -1, self.head_dim), *rope)
+        q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
+        v = qkv[:, self.qk_size :].view(len(x), self.num_kv_heads, self.head_dim)
+        out = paged_attention(q, k, v, layer_cache, attention)
+        result: torch.Tensor = self.o_proj(out.flatten(1), residual)
+        return result
 
 
 class MLP(nn.Module):
@@ -52,8 +62,9 @@ class MLP(nn.Module):
         self.gate_up_proj = Linear(config.hidden_size, 2 * size, bias=bias)
         self.down_proj = Linear(size, config.hidden_size, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """`residual` plus the MLP's output."""
+        out: torch.Tensor = self.down_proj(silu_and_mul(self.gate_up_proj(x)), residual)
         return out
 
 
@@ -66,15 +77,10 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        positions: torch.Tensor,
-        rotary: RotaryEmbedding,
-        layer_cache: torch.Tensor,
-        meta: AttentionMetadata,
+        self, x: torch.Tensor, rope: Rope, layer_cache: torch.Tensor, attention: LayerAttention
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), positions, rotary, layer_cache, meta)
-        out: torch.Tensor = x + self.mlp(self.post_attention_layernorm(x))
+        x = self.self_attn(self.input_layernorm(x), rope, layer_cache, attention, residual=x)
+        out: torch.Tensor = self.mlp(self.post_attention_layernorm(x), residual=x)
         return out
 
 
@@ -120,6 +126,13 @@ class DecoderForCausalLM(nn.Module):
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
+    def pack_linear_weights(self, batch_size: int) -> None:
+        """Move every linear layer's weight into oneDNN's layout (`Linear.pack`); the embedding
+        keeps its own copy. For CPU inference only: the model cannot be loaded into again."""
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.pack(batch_size)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -129,8 +142,10 @@ class DecoderForCausalLM(nn.Module):
     ) -> torch.Tensor:
         """`kv_cache` is `[num_layers, 2, num_blocks, block_size, kv_heads, head_dim]`."""
         x: torch.Tensor = self.model.embed_tokens(input_ids)
+        rope = self.model.rotary_emb(positions)
+        attention = LayerAttention.for_model(meta, self.config.num_queries_per_kv, x.dtype)
         for layer, layer_cache in zip(self.model.layers, kv_cache, strict=True):
-            x = layer(x, positions, self.model.rotary_emb, layer_cache, meta)
+            x = layer(x, rope, layer_cache, attention)
         return x
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
