@@ -59,6 +59,7 @@ def sampling_params(
         top_k=body.top_k if body.top_k and body.top_k > 0 else None,
         seed=body.seed,
         max_tokens=min(max_tokens or room, room),
+        ignore_eos=body.ignore_eos,
         **_thinking_budget(model, body.max_reasoning_tokens),
     )
 

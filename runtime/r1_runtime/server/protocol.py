@@ -46,6 +46,9 @@ class SamplingRequest(Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    ignore_eos: bool = Field(
+        default=False, description="Extension (vLLM's): keep generating past EOS, for benchmarks."
+    )
     max_reasoning_tokens: int | None = Field(
         default=None,
         ge=0,
