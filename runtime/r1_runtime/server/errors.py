@@ -84,7 +84,8 @@ def to_api_error(error: Exception) -> APIError:
         return _from_validation(error)
     if isinstance(error, HTTPException):
         message = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code)
-        return APIError(error.status_code, str(message), headers=error.headers)
+        headers = dict(error.headers) if error.headers else None
+        return APIError(error.status_code, str(message), headers=headers)
     logger.exception("unexpected error", exc_info=error)
     return APIError(500, "internal server error", code="internal_error")
 

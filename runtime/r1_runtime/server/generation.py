@@ -4,7 +4,7 @@ tokens and time them, and abort the engine request if the reader goes away."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from r1_runtime.engine.async_engine import EngineDeadError, RequestHandle, StreamOutput
@@ -110,7 +110,7 @@ class Generation:
         self.finish_reason: str | None = None
         self._is_closed = False
 
-    async def deltas(self) -> AsyncIterator[Delta]:
+    async def deltas(self) -> AsyncGenerator[Delta, None]:
         """Text deltas, none of them empty. Closing the iterator early (the client went
         away) aborts the engine request, which frees its KV blocks."""
         output = self._first

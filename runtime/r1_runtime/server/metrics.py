@@ -16,12 +16,18 @@ from prometheus_client.registry import Collector
 
 LABELS = ("model_name", "engine")
 # vLLM's buckets, so histogram quantiles compare across the two servers.
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5)
-TTFT_BUCKETS += (5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
-TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
-TOKEN_BUCKETS += (5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
-REQUEST_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0)
-REQUEST_BUCKETS += (50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+TOKEN_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0,
+)  # fmt: skip
+REQUEST_BUCKETS = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
+    240.0, 480.0, 960.0, 1920.0, 7680.0,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -111,9 +117,10 @@ class RequestMetrics:
             metrics.queue_time.observe(now - self._arrival)
             metrics.prompt_tokens.inc(self._num_prompt_tokens)
         elif num_tokens:
+            interval = (now - self._last) / num_tokens
             for _ in range(num_tokens):
-                metrics.inter_token.observe((now - self._last) / num_tokens)
-                metrics.per_output_token.observe((now - self._last) / num_tokens)
+                metrics.inter_token.observe(interval)
+                metrics.per_output_token.observe(interval)
         metrics.generation_tokens.inc(num_tokens)
         self._last = now
 

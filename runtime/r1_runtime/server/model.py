@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -53,10 +54,8 @@ def load_model(config: RuntimeConfig) -> LoadedModel:
     raw = read_config(config.model)
     dtype = _dtype(config, raw)
     logger.info("loading %s on %s in %s", config.model, device, dtype)
-    kv_fraction = (
-        {"kv_cache_fraction": config.gpu_memory_utilization} if device.type == "cuda" else {}
-    )
-    engine = LLMEngine.from_model_dir(
+    load = partial(
+        LLMEngine.from_model_dir,
         config.model,
         dtype=dtype,
         device=device,
@@ -65,8 +64,11 @@ def load_model(config: RuntimeConfig) -> LoadedModel:
         max_model_len=config.max_model_len,
         max_waiting=config.max_waiting,
         num_kv_blocks=config.num_kv_blocks,
-        **kv_fraction,
     )
+    # NOTE: on a GPU the KV cache takes its share of the memory the weights left free; on a
+    # host, the engine's own default share of the available memory applies.
+    on_gpu = device.type == "cuda"
+    engine = load(kv_cache_fraction=config.gpu_memory_utilization) if on_gpu else load()
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     scheduler = engine.scheduler.config
     kv_room = scheduler.num_blocks * scheduler.block_size

@@ -60,23 +60,22 @@ def sampling_params(
         seed=body.seed,
         max_tokens=min(max_tokens or room, room),
         ignore_eos=body.ignore_eos,
-        **_thinking_budget(model, body.max_reasoning_tokens),
+        max_reasoning_tokens=body.max_reasoning_tokens,
+        think_end_token_id=_think_end_token_id(model, body.max_reasoning_tokens),
     )
 
 
-def _thinking_budget(model: LoadedModel, max_reasoning_tokens: int | None) -> dict[str, int]:
+def _think_end_token_id(model: LoadedModel, max_reasoning_tokens: int | None) -> int | None:
+    """The token a thinking budget forces; None without a budget."""
     if max_reasoning_tokens is None:
-        return {}
+        return None
     if model.think_end_token_id is None:
         raise APIError(
             400,
             "max_reasoning_tokens: this model has no </think> token",
             param="max_reasoning_tokens",
         )
-    return {
-        "max_reasoning_tokens": max_reasoning_tokens,
-        "think_end_token_id": model.think_end_token_id,
-    }
+    return model.think_end_token_id
 
 
 def _within_context(model: LoadedModel, token_ids: list[int], param: str) -> list[int]:

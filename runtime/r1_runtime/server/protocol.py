@@ -102,16 +102,17 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str] | TokenIds | list[TokenIds]
+    prompt: str | TokenIds
 
-    @field_validator("prompt")
+    @field_validator("prompt", mode="before")
     @classmethod
-    def _one_prompt(cls, prompt: Any) -> str | list[int]:
+    def _one_prompt(cls, prompt: Any) -> Any:
+        """A batch of prompts (`["a"]`, `[[1, 2]]`) is accepted when it holds exactly one."""
         if isinstance(prompt, list) and (not prompt or isinstance(prompt[0], str | list)):
             if len(prompt) != 1:
                 raise ValueError("exactly one prompt per request is supported")
-            return prompt[0]  # type: ignore[no-any-return]
-        return prompt  # type: ignore[no-any-return]
+            return prompt[0]
+        return prompt
 
     @property
     def output_limit(self) -> int:

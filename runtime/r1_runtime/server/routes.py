@@ -171,4 +171,4 @@ async def _abort_on_disconnect(generation: Generation, request: Request) -> None
 
 
 def _json(model: ChatCompletion | Completion) -> Response:
-    return Response(model.model_dump_json(exclude_none=False), media_type="application/json")
+    return Response(model.model_dump_json(), media_type="application/json")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 from pydantic import BaseModel
@@ -29,7 +29,7 @@ DONE = b"data: [DONE]\n\n"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def event_stream(generation: Generation, events: AsyncIterator[bytes]) -> StreamingResponse:
+def event_stream(generation: Generation, events: AsyncGenerator[bytes, None]) -> StreamingResponse:
     """The SSE response. Closing the generation is also its background task, so a client
     that disconnects mid-stream always frees the request's KV blocks."""
     return StreamingResponse(
@@ -50,7 +50,7 @@ def usage_of(generation: Generation) -> Usage:
 
 async def chat_events(
     generation: Generation, request_id: str, model: str, include_usage: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Chunks of a chat completion: the role first, then content and reasoning deltas."""
     created = int(time.time())
 
@@ -80,7 +80,7 @@ async def chat_events(
 
 async def completion_events(
     generation: Generation, request_id: str, model: str, include_usage: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Chunks of a text completion: text deltas, then the finish reason."""
     created = int(time.time())
 
@@ -100,7 +100,7 @@ async def completion_events(
     yield DONE
 
 
-async def _guarded(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _guarded(events: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
     """The events; an `APIError` after the headers went out ends them with an error event."""
     try:
         async with aclosing(events):
