@@ -1,10 +1,11 @@
 """One step's model inputs as tensors: flattened ids and positions, KV slots, attention
-metadata. Built on the host with a loop over the step's sequences, never over its tokens."""
+metadata. Built on the host from Python lists, one tensor per field: a decode step is dozens
+of sequences of one token, where each extra tensor op costs more than the list work."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from itertools import chain
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -31,77 +32,72 @@ class StepInputs:
 def prepare_inputs(batch: ScheduledBatch, block_size: int, *, use_flash: bool) -> StepInputs:
     """Flatten the step (decodes first, then prefill chunks) into host tensors."""
     entries = batch.seqs
-    num_new = torch.tensor([entry.num_new_tokens for entry in entries])
-    starts = torch.tensor([entry.start_position for entry in entries])
-    token_ends = num_new.cumsum(0)
-    owner = torch.repeat_interleave(torch.arange(len(entries)), num_new)  # entry of each token
-    positions = torch.arange(int(token_ends[-1])) - (token_ends - num_new - starts)[owner]
-    block_tables = _block_tables(entries)
-    slot_mapping = (
-        block_tables[owner, positions // block_size] * block_size + positions % block_size
-    )
-    input_ids = torch.tensor(
-        list(
-            chain.from_iterable(e.seq.token_ids[e.start_position : e.end_position] for e in entries)
-        )
-    )
-    is_sampled = torch.tensor([entry.is_sampled for entry in entries])
+    input_ids: list[int] = []
+    positions: list[int] = []
+    slots: list[int] = []
+    for entry in entries:
+        span = range(entry.start_position, entry.end_position)
+        table = entry.seq.block_table
+        input_ids += entry.seq.token_ids[span.start : span.stop]
+        positions += span
+        slots += [table[p // block_size] * block_size + p % block_size for p in span]
+    token_ends = list(accumulate(entry.num_new_tokens for entry in entries))
+    sampled = [end - 1 for end, entry in zip(token_ends, entries, strict=True) if entry.is_sampled]
+    slot_mapping = _long(slots)
     if use_flash:
-        meta = AttentionMetadata(
-            slot_mapping, flash=_flash_metadata(num_new, starts + num_new, block_tables)
-        )
+        meta = AttentionMetadata(slot_mapping, flash=_flash_metadata(entries))
     else:
         num_decodes = sum(1 for entry in entries if not entry.is_prefill)
-        batches = [
-            _paged_batch(starts[part], num_new[part], block_tables[part], block_size)
-            for part in (slice(num_decodes), slice(num_decodes, None))
-        ]
-        meta = AttentionMetadata(slot_mapping, decodes=batches[0], prefills=batches[1])
-    return StepInputs(input_ids, positions, token_ends[is_sampled] - 1, meta)
+        meta = AttentionMetadata(
+            slot_mapping,
+            decodes=_paged_batch(entries[:num_decodes], block_size),
+            prefills=_paged_batch(entries[num_decodes:], block_size),
+        )
+    return StepInputs(_long(input_ids), _long(positions), _long(sampled), meta)
 
 
-def _block_tables(entries: tuple[ScheduledSeq, ...]) -> torch.Tensor:
-    """`[num_entries, max_blocks]` block ids, padded with block 0 (masked out in attention)."""
-    max_blocks = max(len(entry.seq.block_table) for entry in entries)
-    return torch.tensor(
-        [table + [0] * (max_blocks - len(table)) for table in (e.seq.block_table for e in entries)]
-    )
-
-
-def _paged_batch(
-    starts: torch.Tensor, num_new: torch.Tensor, block_tables: torch.Tensor, block_size: int
-) -> PagedBatch | None:
-    """Sequences whose new tokens are positions `[start, start + num_new)`, padded to the
-    longest; None for no sequence."""
-    if not len(starts):
+def _paged_batch(entries: tuple[ScheduledSeq, ...], block_size: int) -> PagedBatch | None:
+    """The entries' new tokens padded to the longest; None for no entry."""
+    if not entries:
         return None
-    ends = starts + num_new
-    query_len = int(num_new.max())
-    max_blocks = -(-int(ends.max()) // block_size)
-    offsets = torch.arange(query_len)
+    query_len = max(entry.num_new_tokens for entry in entries)
+    max_blocks = -(-max(entry.end_position for entry in entries) // block_size)
+    block_ids = [_padded(entry.seq.block_table[:max_blocks], max_blocks) for entry in entries]
     # NOTE: a padding row takes its sequence's last position, so it sees real keys (no row is
     # all -inf) and its output, dropped afterwards, is finite.
-    query_positions = torch.minimum(starts.unsqueeze(1) + offsets, ends.unsqueeze(1) - 1)
-    keys = torch.arange(max_blocks * block_size)
-    is_token = offsets < num_new.unsqueeze(1)
+    query_positions = torch.tensor(
+        [[min(e.start_position + i, e.end_position - 1) for i in range(query_len)] for e in entries]
+    )
+    rows = [
+        index * query_len + offset
+        for index, entry in enumerate(entries)
+        for offset in range(entry.num_new_tokens)
+    ]
     return PagedBatch(
-        num_tokens=int(num_new.sum()),
-        block_ids=block_tables[:, :max_blocks].flatten(),
-        mask=keys <= query_positions.unsqueeze(2),
-        query_rows=None if bool(is_token.all()) else is_token.flatten().nonzero().squeeze(1),
+        num_tokens=len(rows),
+        block_ids=torch.tensor(block_ids).flatten(),
+        mask=torch.arange(max_blocks * block_size) <= query_positions.unsqueeze(2),
+        query_rows=None if len(rows) == len(entries) * query_len else torch.tensor(rows),
     )
 
 
-def _flash_metadata(
-    num_new: torch.Tensor, ends: torch.Tensor, block_tables: torch.Tensor
-) -> FlashMetadata:
-    zero = torch.zeros(1, dtype=torch.int32)
+def _long(values: list[int]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long)
+
+
+def _padded(table: list[int], length: int) -> list[int]:
+    """A block table padded with block 0 (masked out in attention)."""
+    return table + [0] * (length - len(table))
+
+
+def _flash_metadata(entries: tuple[ScheduledSeq, ...]) -> FlashMetadata:
+    max_blocks = max(len(entry.seq.block_table) for entry in entries)
     return FlashMetadata(
-        cu_seqlens_q=torch.cat([zero, num_new.cumsum(0).int()]),
-        cu_seqlens_k=torch.cat([zero, ends.cumsum(0).int()]),
-        max_seqlen_q=int(num_new.max()),
-        max_seqlen_k=int(ends.max()),
-        block_tables=block_tables.int(),
+        cu_seqlens_q=torch.tensor([0, *accumulate(e.num_new_tokens for e in entries)]).int(),
+        cu_seqlens_k=torch.tensor([0, *accumulate(e.end_position for e in entries)]).int(),
+        max_seqlen_q=max(entry.num_new_tokens for entry in entries),
+        max_seqlen_k=max(entry.end_position for entry in entries),
+        block_tables=torch.tensor([_padded(e.seq.block_table, max_blocks) for e in entries]).int(),
     )
 
 
