@@ -104,7 +104,8 @@ class LayerAttention:
 def _additive_mask(mask: torch.Tensor, group: int, dtype: torch.dtype) -> torch.Tensor:
     """`[seqs, query_len, keys]` bool -> `[seqs, 1, query_len * group, keys]`: 0 where visible,
     -inf elsewhere, each query's row repeated for the query heads sharing a kv head."""
-    additive = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, float("-inf"))
+    additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    additive.masked_fill_(~mask, float("-inf"))
     return additive.repeat_interleave(group, dim=1).unsqueeze(1)
 
 
