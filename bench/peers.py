@@ -6,7 +6,7 @@ Every system is a worker process in its own venv (`bench/peer_workers.py`), load
 up once, idle while another runs. Each round runs every system in turn (A B A B ...); a figure
 is the best of its rounds, as other work on the machine only ever slows a run down.
 
-    .venv/bin/python bench/peers.py [--rounds 3]
+    .venv/bin/python bench/peers.py [--rounds 5]
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def summary(results: dict[str, Any], num_params: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--model-dir", type=Path, default=RESULTS / "qwen2-40m")
     args = parser.parse_args()
     start = time.perf_counter()

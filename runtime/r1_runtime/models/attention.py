@@ -96,6 +96,8 @@ class LayerAttention:
     def for_model(
         cls, meta: AttentionMetadata, num_queries_per_kv: int, dtype: torch.dtype
     ) -> LayerAttention:
+        """Masks turned into SDPA's additive masks in the activations' dtype, rows repeated for
+        the grouped query heads: once per step rather than in every layer."""
         batches = (batch for batch in (meta.decodes, meta.prefills) if batch is not None)
         sdpa = (SdpaBatch(b, _additive_mask(b.mask, num_queries_per_kv, dtype)) for b in batches)
         return cls(meta.slot_mapping, tuple(sdpa), meta.flash)
