@@ -109,9 +109,14 @@ class Kube:
                 raise
 
     def patch_status(self, namespace: str, name: str, patch: Manifest) -> None:
-        """JSON merge patch of the DeepSeekDeployment's status subresource."""
+        """JSON merge patch of the DeepSeekDeployment's status subresource; an object
+        deleted meanwhile has no status to write, which is fine."""
         path = DEEPSEEK.path(namespace, name) + "/status"
-        self._call("PATCH", path, body=patch, content_type="application/merge-patch+json")
+        try:
+            self._call("PATCH", path, body=patch, content_type="application/merge-patch+json")
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     def has_api(self, kind: Kind) -> bool:
         """Whether the cluster serves `kind` (e.g. the LeaderWorkerSet CRD is installed)."""

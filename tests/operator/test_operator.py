@@ -347,12 +347,6 @@ def test_delete_removes_children_but_keeps_retained_claims(r1: Cluster, ns: str)
     wait_for(lambda: left() == expected, what="only the retained claims left", show=left)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="operator bug: a 404 from the status patch (the object was deleted while a "
-    "reconcile ran, e.g. one started by a workload event) escapes reconcile as an "
-    "ApiException; kopf logs it as an unexpected handler failure",
-)
 def test_a_deployment_deleted_during_a_reconcile_is_not_a_handler_failure(
     r1: Cluster, ns: str
 ) -> None:
