@@ -19,6 +19,7 @@ from factories import EXAMPLES, make_manifest
 from kube_emulator import merge_patch
 from operator_harness import Cluster, load_handlers, pytest_env, running_operator, wait_for
 from r1_operator import labels, render
+from r1_operator.reconcile import is_subset
 from r1_operator.validation import validate
 
 DRIFT = 1.0
@@ -83,21 +84,6 @@ def example(name: str, namespace: str) -> Obj:
     return manifest
 
 
-def contains(desired: Any, live: Any) -> bool:
-    """Whether `live` holds everything in `desired` (lists item by item, same length)."""
-    if isinstance(desired, dict):
-        return isinstance(live, dict) and all(
-            key in live and contains(value, live[key]) for key, value in desired.items()
-        )
-    if isinstance(desired, list):
-        return (
-            isinstance(live, list)
-            and len(desired) == len(live)
-            and all(contains(d, lv) for d, lv in zip(desired, live, strict=True))
-        )
-    return bool(desired == live)
-
-
 def rendered(manifest: Obj) -> list[Obj]:
     return render.render(validate(manifest))
 
@@ -108,7 +94,7 @@ def converged(cluster: Cluster, manifest: Obj) -> list[Obj] | None:
     for child in rendered(manifest):
         meta = child["metadata"]
         live = cluster.get(child["kind"], meta["namespace"], meta["name"])
-        if not contains(child, live):
+        if not is_subset(child, live):
             return None
         found.append(live)
     return found
