@@ -15,7 +15,7 @@ import pytest
 import torch
 from r1_runtime.engine import FinishReason, SamplingParams, Sequence
 from r1_runtime.engine.async_engine import AsyncEngine, EngineDeadError, RequestHandle
-from r1_runtime.engine.llm_engine import PromptTooLongError, QueueFullError
+from r1_runtime.engine.llm_engine import InvalidRequestError, PromptTooLongError, QueueFullError
 from r1_runtime.engine.sampler import Sampler
 from transformers import PreTrainedModel
 
@@ -266,6 +266,50 @@ async def test_the_async_engine_reports_a_full_queue_through_the_stream(
         engine.shutdown()
     _, reason, _ = await collect(handles[0])
     assert reason is FinishReason.ABORT  # unfinished at shutdown
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        pytest.param([], id="an empty prompt"),
+        pytest.param([5, -1], id="a negative token id"),
+        pytest.param([5, 10**6], id="a token id beyond the vocabulary"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_a_bad_prompt_is_refused_through_its_stream_and_the_engine_keeps_serving(
+    checkpoint_dir: Path, prompt: list[int]
+) -> None:
+    engine = AsyncEngine(make_engine(checkpoint_dir / "qwen2"))
+    try:
+        with pytest.raises(InvalidRequestError):
+            await collect(engine.submit(prompt, GREEDY))
+        tokens, reason, _ = await collect(engine.submit(make_prompts([5])[0], GREEDY))
+    finally:
+        engine.shutdown()
+    assert (len(tokens), reason) == (GREEDY.max_tokens, FinishReason.LENGTH)
+
+
+@pytest.mark.parametrize("seed", [-(2**63) - 1, 2**64], ids=["below", "above"])
+def test_a_seed_outside_the_generator_range_is_refused(seed: int) -> None:
+    with pytest.raises(ValueError, match="seed must be in"):
+        SamplingParams(seed=seed)
+
+
+def test_the_first_output_carries_the_time_spent_waiting_and_later_ones_do_not(
+    checkpoint_dir: Path,
+) -> None:
+    engine = make_engine(checkpoint_dir / "qwen2", max_num_seqs=1)
+    first, second = (engine.add_request(p, GREEDY) for p in make_prompts([5, 7]))
+    waits: dict[str, list[float | None]] = {first: [], second: []}
+    while engine.has_unfinished:
+        for output in engine.step():
+            waits[output.seq_id].append(output.queue_seconds)
+    # The second request waited in the queue while the first ran all its steps.
+    assert waits[first][0] is not None and waits[second][0] is not None
+    assert waits[second][0] > waits[first][0]
+    assert all(wait is None for wait in waits[first][1:] + waits[second][1:])
+    assert not engine._queued_at and not engine._queue_seconds
 
 
 @pytest.mark.asyncio

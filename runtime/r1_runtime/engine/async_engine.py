@@ -16,7 +16,7 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass
 
-from r1_runtime.engine.llm_engine import LLMEngine, PromptTooLongError, QueueFullError
+from r1_runtime.engine.llm_engine import InvalidRequestError, LLMEngine, QueueFullError
 from r1_runtime.engine.scheduler import SequenceOutput
 from r1_runtime.engine.sequence import FinishReason, SamplingParams
 
@@ -33,12 +33,14 @@ class StreamOutput:
 
     token_ids: list[int]
     finish_reason: FinishReason | None = None
+    queue_seconds: float | None = None  # on the first output: time spent waiting to be scheduled
 
 
 class RequestHandle:
     """One request's stream: `async for output in handle` yields `StreamOutput`s until the one
-    with a finish reason. Iteration raises `QueueFullError` or `PromptTooLongError` when the
-    engine refused the request, `EngineDeadError` when the engine stopped under it."""
+    with a finish reason. Iteration raises `QueueFullError` or `InvalidRequestError` (e.g.
+    `PromptTooLongError`) when the engine refused the request, `EngineDeadError` when the
+    engine stopped under it."""
 
     def __init__(self, request_id: str, engine: AsyncEngine) -> None:
         self.request_id = request_id
@@ -174,7 +176,7 @@ class AsyncEngine:
         handle = command.handle
         try:
             self._engine.add_request(command.prompt_token_ids, command.params, handle.request_id)
-        except (QueueFullError, PromptTooLongError) as error:
+        except (QueueFullError, InvalidRequestError) as error:
             self._deliver([(handle, error)])
         else:
             self._requests[handle.request_id] = handle
@@ -183,7 +185,8 @@ class AsyncEngine:
         deliveries: list[Delivery] = []
         for output in outputs:
             handle = self._requests[output.seq_id]
-            deliveries.append((handle, StreamOutput(output.new_token_ids, output.finish_reason)))
+            item = StreamOutput(output.new_token_ids, output.finish_reason, output.queue_seconds)
+            deliveries.append((handle, item))
         return deliveries
 
     def _deliver(self, deliveries: list[Delivery]) -> None:

@@ -82,6 +82,7 @@ class SequenceOutput:
     seq_id: str
     new_token_ids: list[int]
     finish_reason: FinishReason | None
+    queue_seconds: float | None = None  # set by the engine on a request's first output
 
 
 def _entry(seq: Sequence, num_new_tokens: int, *, is_prefill: bool) -> ScheduledSeq:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+# The range `torch.Generator.manual_seed` accepts.
+SEED_MIN = -(2**63)
+SEED_MAX = 2**64 - 1
+
 
 class SequenceStatus(enum.Enum):
     WAITING = "waiting"  # queued, or preempted and queued again; holds no KV blocks
@@ -49,6 +53,8 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.seed is not None and not SEED_MIN <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed must be in [{SEED_MIN}, {SEED_MAX}], got {self.seed}")
         self._validate_reasoning_budget()
 
     def _validate_reasoning_budget(self) -> None:

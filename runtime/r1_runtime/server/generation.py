@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from r1_runtime.engine.async_engine import EngineDeadError, RequestHandle, StreamOutput
-from r1_runtime.engine.llm_engine import PromptTooLongError, QueueFullError
+from r1_runtime.engine.llm_engine import InvalidRequestError, PromptTooLongError, QueueFullError
 from r1_runtime.engine.sequence import FinishReason, SamplingParams
 from r1_runtime.server.detokenizer import IncrementalDetokenizer
 from r1_runtime.server.errors import APIError
@@ -82,6 +82,8 @@ def _refusal(error: BaseException) -> APIError | None:
         return APIError(429, f"the server is busy: {error}; retry later", code="queue_full")
     if isinstance(error, PromptTooLongError):
         return APIError(400, str(error), code="context_length_exceeded")
+    if isinstance(error, InvalidRequestError):
+        return APIError(400, str(error), code="invalid_request")
     if isinstance(error, EngineDeadError):
         return APIError(503, str(error), code="engine_stopped")
     return None
@@ -127,7 +129,7 @@ class Generation:
 
     def _consume(self, output: StreamOutput) -> Delta:
         self.num_completion_tokens += len(output.token_ids)
-        self._metrics.on_tokens(len(output.token_ids))
+        self._metrics.on_tokens(len(output.token_ids), output.queue_seconds)
         delta = self._text.push(output.token_ids)
         if self._text.is_stopped:
             self.finish_reason = "stop"

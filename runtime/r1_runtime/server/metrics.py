@@ -68,7 +68,7 @@ class ServerMetrics:
         )
         self.queue_time = self._histogram(
             "vllm:request_queue_time_seconds",
-            "Arrival to first engine output (an upper bound on time in the waiting queue).",
+            "Time in the engine's waiting queue, until the request's first scheduled step.",
             REQUEST_BUCKETS,
         )
         self._success = Counter(
@@ -108,13 +108,15 @@ class RequestMetrics:
         self._arrival = time.monotonic()
         self._last: float | None = None
 
-    def on_tokens(self, num_tokens: int) -> None:
-        """Record an engine output of `num_tokens` new tokens."""
+    def on_tokens(self, num_tokens: int, queue_seconds: float | None = None) -> None:
+        """Record an engine output of `num_tokens` new tokens; the first one carries the time
+        the request waited to be scheduled (None: it never was, e.g. aborted while waiting)."""
         now = time.monotonic()
         metrics = self._metrics
         if self._last is None:
             metrics.ttft.observe(now - self._arrival)
-            metrics.queue_time.observe(now - self._arrival)
+            if queue_seconds is not None:
+                metrics.queue_time.observe(queue_seconds)
             metrics.prompt_tokens.inc(self._num_prompt_tokens)
         elif num_tokens:
             interval = (now - self._last) / num_tokens

@@ -57,6 +57,9 @@ def test_counters_move_by_the_usage_the_api_reported(
     for histogram in ("time_to_first_token", "e2e_request_latency", "request_queue_time"):
         assert moved[f"vllm:{histogram}_seconds_count"] == 1
     assert moved["vllm:inter_token_latency_seconds_count"] == 7 - 1
+    # Waiting to be scheduled is one part of the time to the first token.
+    waited = moved["vllm:request_queue_time_seconds_sum"]
+    assert 0 <= waited < moved["vllm:time_to_first_token_seconds_sum"]
     assert moved["vllm:request_success_total{length}"] == 1
     assert after["vllm:num_requests_running"] == after["vllm:num_requests_waiting"] == 0
     assert after["vllm:kv_cache_usage_perc"] == 0
