@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r1-runtime", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     _add_serve(commands)
+    _add_fetch(commands)
     _add_demo_model(commands)
     return parser
 
@@ -52,6 +53,42 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     from r1_runtime.server.serve import serve
 
     return serve(config)
+
+
+def _add_fetch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = commands.add_parser(
+        "fetch",
+        help="download a model's weights to the hot tier (verified, resumable, once per volume)",
+        description="Flags are the operator's contract: docs/runtime-flags.md; docs/fetch.md.",
+    )
+    command.add_argument(
+        "--source",
+        required=True,
+        help="hf://<org>/<repo>, or http(s):// (a directory holding r1-manifest.json)",
+    )
+    command.add_argument("--revision", help="branch, tag or commit (hf:// only; default main)")
+    command.add_argument("--dest", required=True, type=Path, help="directory the weights go to")
+    command.add_argument(
+        "--credentials-file", type=Path, help="a token for the store (bearer token for http(s))"
+    )
+    command.set_defaults(command=_fetch)
+
+
+def _fetch(args: argparse.Namespace, out: TextIO) -> int:
+    from r1_runtime.fetch import FetchError, fetch, parse_source
+
+    try:
+        source = parse_source(
+            args.source,
+            revision=args.revision,
+            credentials_file=args.credentials_file,
+            env=os.environ,
+        )
+        fetch(source, args.dest)
+    except FetchError as error:
+        print(f"r1-runtime fetch: error: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0
 
 
 def _add_demo_model(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
