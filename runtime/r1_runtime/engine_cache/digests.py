@@ -1,0 +1,137 @@
+"""Content digests of a checkpoint's files, for the cache key.
+
+Small files (config, tokenizer, chat template) are hashed in full on every start: they are
+what most often changes. Large files (weights) would take minutes to hash, so their sha256
+comes from `r1-runtime fetch`'s completion marker when it lists the file at its current
+size, else it is computed once and memoized on the warm tier by (path, size, mtime_ns).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+FETCH_MARKER = ".r1-fetch-complete.json"  # written last by `r1-runtime fetch`
+LARGE_FILE_BYTES = 16 << 20
+CHUNK_BYTES = 8 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class DigestMemo:
+    """sha256 of large files, remembered in a small JSON file keyed by (real path, size,
+    mtime_ns): a file that changes in place gets a new stat and is hashed again.
+
+    NOTE: concurrent writers each replace the whole file atomically; the last one wins and
+    entries another writer added may be lost, which only costs hashing them again.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entries = self._read()
+        self._is_dirty = False
+
+    def digest(self, path: Path) -> str:
+        real = os.path.realpath(path)
+        stat = os.stat(real)
+        stamp = {"size": stat.st_size, "mtimeNs": stat.st_mtime_ns}
+        entry = self._entries.get(real)
+        if entry is not None and {k: entry.get(k) for k in stamp} == stamp:
+            return str(entry["sha256"])
+        started = time.monotonic()
+        sha256 = sha256_file(Path(real))
+        logger.info(
+            "hashed %s (%.1f GB) in %.1f s", path, stat.st_size / 1e9, time.monotonic() - started
+        )
+        self._entries[real] = {**stamp, "sha256": sha256}
+        self._is_dirty = True
+        return sha256
+
+    def save(self) -> None:
+        """Write the memo if it changed; a read-only or full volume only logs a warning."""
+        if not self._is_dirty:
+            return
+        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps({"version": 1, "entries": self._entries}))
+            os.replace(temporary, self.path)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            logger.warning("cannot save the digest memo %s: %s", self.path, error)
+        self._is_dirty = False
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            raw = json.loads(self.path.read_text())
+            entries = raw["entries"] if raw.get("version") == 1 else {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+        return {key: value for key, value in entries.items() if isinstance(value, dict)}
+
+
+def model_file_digests(
+    model_dir: Path, memo: DigestMemo | None = None, *, large_file_bytes: int = LARGE_FILE_BYTES
+) -> list[dict[str, Any]]:
+    """`{"path", "size", "sha256"}` for every file under `model_dir`, sorted by path.
+
+    Hidden files and directories (the fetch marker, `.cache/`, lock files) are not part of
+    the model. Large files take their digest from the fetch marker, else from `memo`."""
+    fetched = fetch_marker_digests(model_dir)
+    files = []
+    for relative in _model_paths(model_dir):
+        path = model_dir / relative
+        size = path.stat().st_size
+        if size < large_file_bytes:
+            sha256 = sha256_file(path)
+        elif fetched.get(relative, (None, None))[0] == size:
+            sha256 = fetched[relative][1]
+        else:
+            sha256 = memo.digest(path) if memo is not None else sha256_file(path)
+        files.append({"path": relative, "size": size, "sha256": sha256})
+    if memo is not None:
+        memo.save()
+    return files
+
+
+def fetch_marker_digests(model_dir: Path) -> dict[str, tuple[int, str]]:
+    """`path -> (size, sha256)` from the fetch completion marker: its `files` list of
+    `{"path", "size", "sha256"}`. Empty when there is no marker or it cannot be read."""
+    try:
+        raw = json.loads((model_dir / FETCH_MARKER).read_text())
+        listed = raw["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    digests = {}
+    for file in listed if isinstance(listed, list) else []:
+        if not isinstance(file, dict):
+            continue
+        path, size, sha256 = file.get("path"), file.get("size"), file.get("sha256")
+        if isinstance(path, str) and isinstance(size, int) and isinstance(sha256, str):
+            digests[path] = (size, sha256)
+    return digests
+
+
+def _model_paths(model_dir: Path) -> list[str]:
+    paths = []
+    for directory, subdirectories, names in os.walk(model_dir):
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        for name in names:
+            path = Path(directory) / name
+            if not name.startswith(".") and path.is_file():
+                paths.append(path.relative_to(model_dir).as_posix())
+    return sorted(paths)

@@ -1,0 +1,136 @@
+"""From a runtime config to a prepared engine: the key of the engine it asks for, then the
+cache entry found, or built under the lock, and handed to the backend.
+
+`serve` and `build` both go through here, so they agree on the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from r1_runtime.config import ConfigError, RuntimeConfig
+from r1_runtime.engine_cache.device import device_descriptor
+from r1_runtime.engine_cache.digests import DigestMemo, model_file_digests
+from r1_runtime.engine_cache.key import cache_key, key_inputs, runtime_version
+from r1_runtime.engine_cache.store import EngineStore, Resolved
+
+logger = logging.getLogger(__name__)
+
+PhaseCallback = Callable[[str], None]  # "loading" | "building"
+
+
+class CacheableBackend(Protocol):
+    """What the cache needs of a backend (`r1_runtime.engine.backends.Backend`)."""
+
+    name: str
+    needs_cache: bool
+
+    def versions(self) -> dict[str, str]: ...
+
+    def prepare(self, engine: Any, entry: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """The engine a config asks for: its key, what the key digests, and the store."""
+
+    store: EngineStore
+    key: str
+    inputs: dict[str, Any]
+
+    @property
+    def entry(self) -> Path:
+        return self.store.entry(self.key)
+
+
+def default_engine_cache() -> Path:
+    """Where a run without `--engine-cache` keeps engines: the user's cache directory."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "r1-runtime" / "engines"
+
+
+def engine_key(
+    config: RuntimeConfig, backend: CacheableBackend, device: torch.device, dtype: torch.dtype
+) -> EngineKey:
+    """The cache key of the engine `config` asks for on `device`. Hashes the checkpoint's
+    small files; large ones come from the fetch marker or the warm tier's digest memo."""
+    store = EngineStore(config.engine_cache or default_engine_cache())
+    started = time.monotonic()
+    files = model_file_digests(config.model, DigestMemo(store.digest_memo_path))
+    inputs = key_inputs(
+        model_files=files,
+        backend=backend.name,
+        precision=config.precision,
+        dtype=str(dtype).removeprefix("torch."),
+        tensor_parallel_size=config.tensor_parallel_size,
+        pipeline_parallel_size=config.pipeline_parallel_size,
+        max_batch_tokens=config.max_batch_tokens,
+        max_num_seqs=config.max_num_seqs,
+        max_model_len=config.max_model_len,
+        device=device_descriptor(device),
+        versions=backend.versions(),
+        runtime_version=runtime_version(),
+    )
+    key = cache_key(inputs)
+    logger.info("engine cache key %s (%.1f s to digest the model)", key, time.monotonic() - started)
+    return EngineKey(store, key, inputs)
+
+
+def missing_entry_message(engine: EngineKey) -> str:
+    """Why `serve --no-build-on-start` stops, and how to fill the cache."""
+    return (
+        f"no cached {engine.inputs['backend']} engine for key {engine.key} at {engine.entry}, "
+        "and --no-build-on-start forbids building one: fill the cache with `r1-runtime build` "
+        "and the same engine flags (or set spec.engine.buildOnStart: true)"
+    )
+
+
+def prepare_engine(
+    llm_engine: Any,
+    backend: CacheableBackend,
+    engine: EngineKey,
+    *,
+    may_build: bool = True,
+    on_phase: PhaseCallback | None = None,
+) -> Resolved:
+    """Make `llm_engine` run `backend` from the cache entry for `engine.key`: loaded when it
+    exists, else built under the lock (phase "building") and published, then loaded.
+    `ConfigError` when it is missing and `may_build` is False."""
+    store = engine.store
+    store.clean_stale_temp()
+    if store.lookup(engine.key) is None:
+        if not may_build:
+            raise ConfigError(missing_entry_message(engine))
+        if on_phase is not None:
+            on_phase("building")
+    resolved = store.get_or_build(
+        engine.key, engine.inputs, lambda directory: backend.prepare(llm_engine, directory)
+    )
+    if resolved.is_built:
+        logger.info(
+            "engine cache miss: built %s in %.1f s (%.1f MB)",
+            resolved.entry,
+            resolved.manifest.build_seconds,
+            resolved.manifest.num_bytes / 1e6,
+        )
+    if on_phase is not None:
+        on_phase("loading")
+    # NOTE: after a build, prepare again from the published entry: the backend must not keep
+    # reading from the temporary directory, which the rename moved.
+    started = time.monotonic()
+    backend.prepare(llm_engine, resolved.entry)
+    logger.info(
+        "engine cache %s: loaded %s in %.1f s",
+        "miss" if resolved.is_built else "hit",
+        resolved.entry,
+        time.monotonic() - started,
+    )
+    return resolved
