@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit crds docs clean
+.PHONY: serve test lint typecheck unit crds docs scan clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +30,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
-# Regenerate the committed CRD from api.py (tests fail when it drifts).
+# Regenerate the committed CRD from api.py, and the chart's copy (tests fail when either drifts).
 crds: $(STAMP)
 	$(BIN)/r1-operator crd > crds/deepseekdeployments.yaml
+	cp crds/deepseekdeployments.yaml charts/r1-operator/crds/deepseekdeployments.yaml
 
 # Regenerate the CRD field reference in README.md (tests fail when it drifts).
 docs: $(STAMP)
@@ -40,6 +41,26 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# checkov's Kubernetes checks over every example's rendered manifests and over the chart as
+# Helm's engine renders it (helm-python-sdk, each values variant of tests/chart/chart_support.py).
+# Skipped checks and their reasons: .checkov.yaml. checkov's pins conflict with ours, so it
+# gets its own venv (~25 s to install once).
+CHECKOV := .cache/checkov
+CHECKOV_VERSION := 3.3.30
+
+scan: $(STAMP) $(CHECKOV)/.installed-$(CHECKOV_VERSION)
+	@out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && mkdir "$$out/examples" && \
+	for example in examples/*.yaml; do \
+		$(BIN)/r1-operator render "$$example" > "$$out/examples/$${example##*/}" || exit 1; \
+	done && \
+	$(BIN)/python tests/chart/chart_support.py "$$out/chart" > /dev/null && \
+	$(CHECKOV)/bin/checkov --config-file .checkov.yaml --directory "$$out"
+
+$(CHECKOV)/.installed-$(CHECKOV_VERSION):
+	$(PYTHON) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
 
 # Issue 4's workload on the engine beside vLLM's CPU build, llama.cpp and transformers, A B A B
 # (bench/peers.py); JSON in bench/results/. Not part of `make test`. The peers get their own
