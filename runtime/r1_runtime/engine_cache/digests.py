@@ -14,6 +14,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,35 +96,54 @@ def model_file_digests(
     files = []
     for relative in _model_paths(model_dir):
         path = model_dir / relative
-        size = path.stat().st_size
-        if size < large_file_bytes:
+        stat = path.stat()
+        verified = fetched.get(relative)
+        if stat.st_size < large_file_bytes:
             sha256 = sha256_file(path)
-        elif fetched.get(relative, (None, None))[0] == size:
-            sha256 = fetched[relative][1]
+        elif verified is not None and verified.matches(stat):
+            sha256 = verified.sha256
         else:
             sha256 = memo.digest(path) if memo is not None else sha256_file(path)
-        files.append({"path": relative, "size": size, "sha256": sha256})
+        files.append({"path": relative, "size": stat.st_size, "sha256": sha256})
     if memo is not None:
         memo.save()
     return files
 
 
-def fetch_marker_digests(model_dir: Path) -> dict[str, tuple[int, str]]:
-    """`path -> (size, sha256)` from the fetch completion marker: its `files` list of
-    `{"path", "size", "sha256"}`. Empty when there is no marker or it cannot be read."""
+@dataclass(frozen=True)
+class FetchedFile:
+    """A file as `r1-runtime fetch` verified it."""
+
+    size: int
+    mtime_ns: int | None
+    sha256: str
+
+    def matches(self, stat: os.stat_result) -> bool:
+        """Whether the file on disk is still the one fetch verified (same size and, when
+        the marker recorded it, same mtime)."""
+        same_time = self.mtime_ns is None or self.mtime_ns == stat.st_mtime_ns
+        return self.size == stat.st_size and same_time
+
+
+def fetch_marker_digests(model_dir: Path) -> dict[str, FetchedFile]:
+    """`path -> FetchedFile` from the fetch completion marker's `files` list (`path`,
+    `size`, `sha256`, `mtimeNs`). Empty when there is no marker or it cannot be read; files
+    it lists without a sha256 (small files verified by git blob id) are left out."""
     try:
-        raw = json.loads((model_dir / FETCH_MARKER).read_text())
-        listed = raw["files"]
+        listed = json.loads((model_dir / FETCH_MARKER).read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
-    digests = {}
+    fetched = {}
     for file in listed if isinstance(listed, list) else []:
         if not isinstance(file, dict):
             continue
         path, size, sha256 = file.get("path"), file.get("size"), file.get("sha256")
+        mtime_ns = file.get("mtimeNs")
         if isinstance(path, str) and isinstance(size, int) and isinstance(sha256, str):
-            digests[path] = (size, sha256)
-    return digests
+            fetched[path] = FetchedFile(
+                size, mtime_ns if isinstance(mtime_ns, int) else None, sha256
+            )
+    return fetched
 
 
 def _model_paths(model_dir: Path) -> list[str]:

@@ -104,9 +104,20 @@ def test_small_files_are_hashed_in_full_and_hidden_files_are_not_part_of_the_mod
     ]
 
 
-def write_marker(model_dir: Path, size: int, digest: str) -> None:
-    listed = [{"path": "model.safetensors", "size": size, "sha256": digest, "gitSha1": None}]
-    (model_dir / FETCH_MARKER).write_text(json.dumps({"files": listed}))
+def write_marker(model_dir: Path, size: int, digest: str, mtime_ns: int | None = None) -> None:
+    """The marker as `r1-runtime fetch` writes it (r1_runtime.fetch.store.write_marker)."""
+    weights = model_dir / "model.safetensors"
+    listed = [
+        {
+            "path": "model.safetensors",
+            "size": size,
+            "sha256": digest,
+            "gitSha1": None,
+            "mtimeNs": weights.stat().st_mtime_ns if mtime_ns is None else mtime_ns,
+        },
+        {"path": "config.json", "size": 8, "sha256": None, "gitSha1": "0" * 40, "mtimeNs": 0},
+    ]
+    (model_dir / FETCH_MARKER).write_text(json.dumps({"source": "hf://x/y", "files": listed}))
 
 
 def test_a_large_file_takes_its_digest_from_the_fetch_marker(model_dir: Path) -> None:
@@ -203,3 +214,13 @@ def test_this_hosts_cpu_descriptor_has_its_flags(tmp_path: Path) -> None:
     described = device_descriptor(torch.device("cpu"), cpuinfo)
     assert described["type"] == "cpu" and "amx_bf16" in described["flags"]
     assert described["isa"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_the_marker_fetch_writes_is_the_one_read(model_dir: Path) -> None:
+    from r1_runtime.fetch.listing import Listing, RemoteFile
+    from r1_runtime.fetch.store import write_marker as fetch_write_marker
+
+    listed = RemoteFile(path="model.safetensors", size=100, sha256="e" * 64)
+    fetch_write_marker(model_dir, "hf://org/model", "main", Listing("c0ffee", (listed,)))
+    files = model_file_digests(model_dir, large_file_bytes=50)
+    assert files[1] == {"path": "model.safetensors", "size": 100, "sha256": "e" * 64}
