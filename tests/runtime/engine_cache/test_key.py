@@ -221,6 +221,8 @@ def test_the_marker_fetch_writes_is_the_one_read(model_dir: Path) -> None:
     from r1_runtime.fetch.store import write_marker as fetch_write_marker
 
     listed = RemoteFile(path="model.safetensors", size=100, sha256="e" * 64)
-    fetch_write_marker(model_dir, "hf://org/model", "main", Listing("c0ffee", (listed,)))
+    fetch_write_marker(
+        model_dir, "hf://org/model", "main", Listing(commit="c0ffee", files=(listed,))
+    )
     files = model_file_digests(model_dir, large_file_bytes=50)
     assert files[1] == {"path": "model.safetensors", "size": 100, "sha256": "e" * 64}
