@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 from r1_operator.render import args, common, pod
 
@@ -178,3 +179,11 @@ def test_the_build_context_keeps_what_the_dockerfile_copies(dockerfile: Path) ->
     }
     assert sources and sources <= allowed
     assert PYPROJECT["project"]["readme"] in allowed
+
+
+def test_the_chart_runs_the_operator_image_as_its_user() -> None:
+    values = yaml.safe_load((ROOT / "charts" / "r1-operator" / "values.yaml").read_text())
+    user, group = arguments(OPERATOR, "USER")[-1].split(":")
+    context = values["podSecurityContext"]
+    assert (context["runAsUser"], context["runAsGroup"]) == (int(user), int(group))
+    assert values["securityContext"]["readOnlyRootFilesystem"] is True
