@@ -121,7 +121,7 @@ def _copy(
     with response.body as body:
         while left > 0:
             try:
-                chunk = body.read(min(CHUNK_BYTES, left))
+                chunk = body.read1(min(CHUNK_BYTES, left))
             except TRANSIENT_ERRORS:
                 break
             if not chunk:

@@ -165,12 +165,16 @@ def _download_all(
 
 
 def _check_space(directory: Path, needed: int) -> None:
-    free = shutil.disk_usage(directory).free
+    free = _free_bytes(directory)
     if needed > free:
         raise FetchError(
             f"disk full: the download needs {human_bytes(needed)} more under {directory.parent}, "
             f"{human_bytes(free)} is free: {SPACE_HINT}"
         )
+
+
+def _free_bytes(directory: Path) -> int:
+    return shutil.disk_usage(directory).free
 
 
 def _with_retries(call: Callable[[], T], retry: RetryPolicy, say: Callable[[str], None]) -> T:
