@@ -1,6 +1,6 @@
 """The build lock: one builder per cache key across every pod sharing the warm tier.
 
-`fcntl.flock` on `<engine-cache>/locks/<key>.lock`. The kernel (or the NFS server) drops
+`fcntl.flock` on `<engine-cache>/.locks/<key>.lock`. The kernel (or the NFS server) drops
 the lock when its holder dies, however it dies, so a dead builder's lock is simply taken
 by the next one: no stale-lock detection is needed. The holder writes who it is and a
 heartbeat into the file, for the waiters' logs only.

@@ -1,10 +1,10 @@
-"""The engine cache on the warm tier: `<root>/engines/<key>/`, one directory per key.
+"""The engine cache on the warm tier (`--engine-cache`, `/cache/engines` in a pod).
 
-Layout:
-    engines/<key>/       published entries: complete, never modified, `manifest.json` inside
-    locks/<key>.lock     the build lock of each key (see `lock.py`)
-    tmp/<key>.<pid>.<random>/   entries being built; leftovers of crashed builders
-    digests.json         memo of weight file digests (see `digests.py`)
+Layout under the root:
+    <key>/                       published entries: complete, never modified, `manifest.json`
+    .locks/<key>.lock            the build lock of each key (see `lock.py`)
+    .tmp/<key>.<pid>.<random>/   entries being built; leftovers of crashed builders
+    .digests.json                memo of weight file digests (see `digests.py`)
 
 Readers take no lock: an entry appears whole, by one `rename` of a complete directory, and
 is only ever removed when it fails validation. A builder holds the key's lock from its
@@ -57,14 +57,18 @@ class EngineStore:
     def entry(self, key: str) -> Path:
         if not KEY.fullmatch(key):
             raise ValueError(f"not an engine cache key (64 hex digits): {key!r}")
-        return self.root / "engines" / key
+        return self.root / key
 
     def lock_path(self, key: str) -> Path:
-        return self.root / "locks" / f"{key}.lock"
+        return self.root / ".locks" / f"{key}.lock"
+
+    @property
+    def temp_root(self) -> Path:
+        return self.root / ".tmp"
 
     @property
     def digest_memo_path(self) -> Path:
-        return self.root / "digests.json"
+        return self.root / ".digests.json"
 
     def lookup(self, key: str) -> Manifest | None:
         """The manifest of the valid entry for `key`, else None (absent, partial or corrupt:
@@ -110,7 +114,7 @@ class EngineStore:
         return removed
 
     def _build(self, key: str, inputs: dict[str, Any], build: Builder) -> Manifest:
-        temporary = self.root / "tmp" / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        temporary = self.temp_root / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         temporary.mkdir(parents=True)
         try:
             started = time.monotonic()
@@ -130,7 +134,7 @@ class EngineStore:
         reader sees it half-deleted) and remove it with any builder leftovers of this key."""
         entry = self.entry(key)
         if entry.exists():
-            aside = self.root / "tmp" / f"{key}.corrupt.{uuid.uuid4().hex[:8]}"
+            aside = self.temp_root / f"{key}.corrupt.{uuid.uuid4().hex[:8]}"
             aside.parent.mkdir(parents=True, exist_ok=True)
             os.rename(entry, aside)
             logger.warning("moved the unusable entry %s aside to rebuild it", entry)
@@ -139,10 +143,9 @@ class EngineStore:
                 shutil.rmtree(path, ignore_errors=True)
 
     def _temp_dirs(self) -> list[Path]:
-        directory = self.root / "tmp"
-        if not directory.is_dir():
+        if not self.temp_root.is_dir():
             return []
-        return [path for path in directory.iterdir() if KEY.fullmatch(path.name[:64])]
+        return [path for path in self.temp_root.iterdir() if KEY.fullmatch(path.name[:64])]
 
 
 def _fsync_files(directory: Path) -> None:

@@ -53,7 +53,7 @@ def test_a_first_build_publishes_an_entry_with_its_manifest(
     store: EngineStore, backend: FileBackend
 ) -> None:
     resolved = get_or_build(store, backend)
-    assert resolved.is_built and resolved.entry == store.root / "engines" / KEY
+    assert resolved.is_built and resolved.entry == store.root / KEY
     manifest = json.loads((resolved.entry / MANIFEST).read_text())
     assert manifest["key"] == KEY and manifest["inputs"] == INPUTS
     assert {file["path"]: file["size"] for file in manifest["files"]} == {
@@ -61,7 +61,7 @@ def test_a_first_build_publishes_an_entry_with_its_manifest(
         "graphs/step.txt": len("compiled step\n"),
     }
     assert manifest["totalBytes"] == ARTIFACT_BYTES + 14 and manifest["buildSeconds"] >= 0
-    assert list((store.root / "tmp").iterdir()) == []
+    assert list(store.temp_root.iterdir()) == []
 
 
 def test_a_second_start_finds_the_entry_and_builds_nothing(
@@ -93,7 +93,7 @@ def test_a_killed_builder_leaves_no_entry_and_the_next_start_builds(
     worker.send_signal(signal.SIGKILL)
     worker.wait(10)
     assert store.lookup(KEY) is None and not store.entry(KEY).exists()
-    (leftover,) = (store.root / "tmp").iterdir()
+    (leftover,) = store.temp_root.iterdir()
     assert (leftover / "graphs" / "step.txt").exists()
 
     resolved = get_or_build(store, backend)
@@ -105,9 +105,9 @@ def test_stale_temporary_directories_of_dead_builders_are_cleaned(
     store: EngineStore, backend: FileBackend
 ) -> None:
     other_key, _ = make_key(backend="other")
-    dead = store.root / "tmp" / f"{other_key}.999999.deadbeef"
+    dead = store.temp_root / f"{other_key}.999999.deadbeef"
     (dead / "graphs").mkdir(parents=True)
-    live = store.root / "tmp" / f"{KEY}.{os.getpid()}.cafef00d"
+    live = store.temp_root / f"{KEY}.{os.getpid()}.cafef00d"
     live.mkdir()
     with BuildLock(store.lock_path(KEY)):  # a live builder of KEY
         assert store.clean_stale_temp() == [dead]
@@ -122,7 +122,7 @@ def test_a_failed_build_leaves_nothing_behind(store: EngineStore) -> None:
     with pytest.raises(RuntimeError, match="out of memory"):
         store.get_or_build(KEY, INPUTS, broken)
     assert not store.entry(KEY).exists()
-    assert list((store.root / "tmp").iterdir()) == []
+    assert list(store.temp_root.iterdir()) == []
 
 
 def truncate_artifact(entry: Path) -> None:
@@ -166,7 +166,7 @@ def test_a_damaged_entry_is_never_loaded_and_is_rebuilt(
     assert resolved.is_built and count_builds(backend.builds) == 2
     assert store.lookup(KEY) == resolved.manifest
     assert (entry / "engine.bin").stat().st_size == ARTIFACT_BYTES
-    assert list((store.root / "tmp").iterdir()) == []
+    assert list(store.temp_root.iterdir()) == []
 
 
 def test_reading_a_valid_entry_does_not_wait_for_a_builder_holding_the_lock(
