@@ -45,7 +45,12 @@ class EngineStats:
 class ServerMetrics:
     """The registry and the per-request observations the server makes."""
 
-    def __init__(self, model_name: str, engine_stats: Callable[[], EngineStats | None]) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        engine_stats: Callable[[], EngineStats | None],
+        phase: Callable[[], str] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self._labels = {"model_name": model_name, "engine": "0"}
         self.prompt_tokens = self._counter("vllm:prompt_tokens", "Prefill tokens processed.")
@@ -78,6 +83,8 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.registry.register(_EngineCollector(self._labels, engine_stats))
+        if phase is not None:
+            self.registry.register(_PhaseCollector(self._labels, phase))
 
     def render(self) -> bytes:
         """The text exposition format of every metric."""
@@ -170,3 +177,25 @@ class _EngineCollector(Collector):
             counter = CounterMetricFamily(name, documentation, labels=names)
             counter.add_metric(values, value)
             yield counter
+
+
+class _PhaseCollector(Collector):
+    """`r1_runtime:phase`: 1 for the server's current phase, 0 for the others (one series
+    per phase, as kube-state-metrics does for pod phases)."""
+
+    PHASES = ("loading", "building", "ready", "draining")
+
+    def __init__(self, labels: dict[str, str], phase: Callable[[], str]) -> None:
+        self._labels = labels
+        self._phase = phase
+
+    def collect(self) -> Iterator[Metric]:
+        current = self._phase()
+        gauge = GaugeMetricFamily(
+            "r1_runtime:phase",
+            "1 for the server's phase (loading, building, ready, draining), 0 for the others.",
+            labels=(*self._labels, "phase"),
+        )
+        for phase in self.PHASES:
+            gauge.add_metric((*self._labels.values(), phase), float(phase == current))
+        yield gauge

@@ -1,9 +1,11 @@
 """What the routes share: the settings, the model once it is loaded, API keys, metrics and
-the admission state (starting, ready, draining). Used from the event loop only."""
+the admission state (loading or building, ready, draining). Used from the event loop, but
+for `set_startup_phase`, which the loader calls from its worker thread."""
 
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from r1_runtime.config import RuntimeConfig
 from r1_runtime.engine.async_engine import RequestHandle
@@ -11,6 +13,8 @@ from r1_runtime.server.auth import APIKeys
 from r1_runtime.server.errors import APIError
 from r1_runtime.server.metrics import EngineStats, ServerMetrics
 from r1_runtime.server.model import LoadedModel
+
+StartupPhase = Literal["loading", "building"]
 
 
 class ServerState:
@@ -21,8 +25,11 @@ class ServerState:
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
         self.keys = APIKeys(config.api_key_file, config.api_keys)
-        self.metrics = ServerMetrics(config.served_model_name, self.engine_stats)
+        self.metrics = ServerMetrics(
+            config.served_model_name, self.engine_stats, phase=lambda: self.phase
+        )
         self.model: LoadedModel | None = None
+        self._startup_phase: StartupPhase = "loading"
         self.load_error: BaseException | None = None
         self._drain_deadline: float | None = None
         self._active: set[RequestHandle] = set()
@@ -34,6 +41,19 @@ class ServerState:
     @property
     def is_ready(self) -> bool:
         return self.model is not None and not self.is_draining
+
+    @property
+    def phase(self) -> str:
+        """`loading`, `building`, `ready` or `draining`: what `/ready` and the
+        `r1_runtime:phase` gauge report."""
+        if self.is_draining:
+            return "draining"
+        return "ready" if self.model is not None else self._startup_phase
+
+    def set_startup_phase(self, phase: StartupPhase) -> None:
+        """Called by the loader (from its thread) as it moves between loading the weights
+        and building the engine. NOTE: one attribute store, atomic under the GIL."""
+        self._startup_phase = phase
 
     @property
     def num_active(self) -> int:
