@@ -13,6 +13,7 @@ second lookup until the rename, so each key is built once however many pods star
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -94,8 +95,8 @@ class EngineStore:
             if found is not None:
                 return Resolved(key, self.entry(key), found, False, lock.waited_s)
             self._discard(key)
-            manifest = self._build(key, inputs, build)
-            return Resolved(key, self.entry(key), manifest, True, lock.waited_s)
+            manifest, is_built = self._build(key, inputs, build)
+            return Resolved(key, self.entry(key), manifest, is_built, lock.waited_s)
 
     def clean_stale_temp(self) -> list[Path]:
         """Remove temporary directories whose key nobody is building now (their builder
@@ -113,7 +114,9 @@ class EngineStore:
                 locked.close()
         return removed
 
-    def _build(self, key: str, inputs: dict[str, Any], build: Builder) -> Manifest:
+    def _build(self, key: str, inputs: dict[str, Any], build: Builder) -> tuple[Manifest, bool]:
+        """Build and publish; `(manifest, True)`, or the entry another builder published
+        first and `False` (possible only where the lock is not shared: see lock.py)."""
         temporary = self.temp_root / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         temporary.mkdir(parents=True)
         try:
@@ -121,13 +124,30 @@ class EngineStore:
             build(temporary)
             _fsync_files(temporary)
             manifest = write_manifest(temporary, key, inputs, time.monotonic() - started)
-            self.entry(key).parent.mkdir(parents=True, exist_ok=True)
-            os.rename(temporary, self.entry(key))
-            _fsync_directory(self.entry(key).parent)
+            published = self._publish(temporary, key)
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
-        return manifest
+        if published is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+            return published, False
+        return manifest, True
+
+    def _publish(self, temporary: Path, key: str) -> Manifest | None:
+        """Rename `temporary` to the entry; None when done, or the manifest of the valid
+        entry that is already there."""
+        try:
+            os.rename(temporary, self.entry(key))
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            found = self.lookup(key)
+            if found is None:
+                raise
+            logger.warning("%s was published by another builder meanwhile; using it", key)
+            return found
+        _fsync_directory(self.root)
+        return None
 
     def _discard(self, key: str) -> None:
         """Under the key's lock: move a corrupt entry out of the way (one rename, so no

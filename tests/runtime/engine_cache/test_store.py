@@ -114,6 +114,23 @@ def test_stale_temporary_directories_of_dead_builders_are_cleaned(
     assert live.exists() and not dead.exists()
 
 
+def test_an_entry_published_meanwhile_without_the_lock_wins_over_a_second_build(
+    store: EngineStore, backend: FileBackend
+) -> None:
+    # NOTE: what happens where the lock is node-local (an NFS mount with `nolock`): another
+    # node builds and publishes while this one is building.
+    other_node = EngineStore(store.root)
+
+    def build_while_another_node_publishes(entry: Path) -> None:
+        other_node._build(KEY, INPUTS, lambda other: backend.prepare(None, other))
+        backend.prepare(None, entry)
+
+    resolved = store.get_or_build(KEY, INPUTS, build_while_another_node_publishes)
+    assert resolved.is_built is False and count_builds(backend.builds) == 2
+    assert store.lookup(KEY) == resolved.manifest
+    assert list(store.temp_root.iterdir()) == []
+
+
 def test_a_failed_build_leaves_nothing_behind(store: EngineStore) -> None:
     def broken(entry: Path) -> None:
         (entry / "half.bin").write_bytes(b"x" * 10)
