@@ -4,6 +4,7 @@ after a dropped connection or a killed fetcher), is verified, then renamed to `<
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +48,10 @@ def download(
     staged: Path,
     progress: Progress,
     retry: RetryPolicy,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Download `url` to `staged`, verified against `file`'s size and digests.
+    """Download `url` to `staged`, verified against `file`'s size and digests. Setting
+    `stop` (another download failed) ends it at the next chunk, its `.part` kept.
 
     A digest mismatch discards the bytes and downloads once more from byte 0 (a partial
     file from elsewhere may have been wrong); a second mismatch is a FetchError.
@@ -56,7 +59,9 @@ def download(
     part = part_path(staged)
     part.parent.mkdir(parents=True, exist_ok=True)
     for attempt in (1, 2):
-        digests = _download_part(client, url, file, part, progress, retry)
+        digests = _download_part(
+            client, url, file, part, progress, retry, stop or threading.Event()
+        )
         mismatch = digests.mismatch()
         if mismatch is None:
             os.replace(part, staged)
@@ -78,6 +83,7 @@ def _download_part(
     part: Path,
     progress: Progress,
     retry: RetryPolicy,
+    stop: threading.Event,
 ) -> Digests:
     digests = Digests(file)
     with part.open("ab") as stream:
@@ -100,7 +106,7 @@ def _download_part(
             if offset and response.status == 200:
                 progress.log(f"{file.path}: the server ignores Range requests; from byte 0")
                 offset, digests = _restart(stream), Digests(file)
-            received = _copy(response, stream, digests, file, progress)
+            received = _copy(response, stream, digests, file, progress, stop)
             offset += received
             if offset < file.size:
                 reason = f"{file.path}: connection ended at byte {offset} of {file.size}"
@@ -113,13 +119,20 @@ def _download_part(
 
 
 def _copy(
-    response: Response, stream: BinaryIO, digests: Digests, file: RemoteFile, progress: Progress
+    response: Response,
+    stream: BinaryIO,
+    digests: Digests,
+    file: RemoteFile,
+    progress: Progress,
+    stop: threading.Event,
 ) -> int:
     """Append the body to `stream` up to the file's size; the bytes copied."""
     received = 0
     left = file.size - response.offset
     with response.body as body:
         while left > 0:
+            if stop.is_set():
+                raise FetchError(f"{file.path}: stopped, another download failed")
             try:
                 chunk = body.read1(min(CHUNK_BYTES, left))
             except TRANSIENT_ERRORS:

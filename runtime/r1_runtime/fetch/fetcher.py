@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import shutil
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO, TypeVar
@@ -36,6 +38,9 @@ class Source(Protocol):
 
 @dataclass(frozen=True, kw_only=True)
 class Options:
+    """How the fetch behaves; the defaults are the init container's."""
+
+    max_workers: int = 8  # files downloaded at once: one stream rarely fills the link
     progress_interval_s: float = 5.0
     lock_poll_s: float = 0.5
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -115,8 +120,10 @@ def _fetch_locked(
         _download_all(source, client, layout, listing.commit, missing, out, options)
     store.publish(layout, source.spec, source.revision, listing)
     size = sum(file.size for file in missing)
-    say(f"{layout.dest} holds {source.spec} at {listing.commit}")
-    say(f"{len(missing)} file(s), {human_bytes(size)} downloaded")
+    say(
+        f"{layout.dest} holds {source.spec} at {listing.commit}; "
+        f"{len(missing)} file(s), {human_bytes(size)} downloaded"
+    )
     return _result(listing, downloaded=missing)
 
 
@@ -126,6 +133,10 @@ def _missing(
     """The suspects that neither `dest` (verified now) nor staging (verified when staged)
     holds intact."""
     missing = []
+    present = [file for file in suspects if (layout.dest / file.path).exists()]
+    if present:
+        size = human_bytes(sum(file.size for file in present))
+        say(f"verifying {len(present)} file(s), {size}, already in {layout.dest}")
     for file in suspects:
         in_dest, staged = layout.dest / file.path, layout.staging / file.path
         if staged.exists() and staged.stat().st_size == file.size:
@@ -158,9 +169,28 @@ def _download_all(
         f"downloading {len(files)} file(s), {human_bytes(total)}"
         + (f" ({human_bytes(resumed)} resumed)" if resumed else "")
     )
-    for file in files:
-        url = source.file_url(commit, file.path)
-        download(client, url, file, layout.staging / file.path, progress, options.retry)
+    stop = threading.Event()
+    largest_first = sorted(files, key=lambda file: -file.size)
+    with ThreadPoolExecutor(options.max_workers, thread_name_prefix="r1-fetch") as pool:
+        futures = [
+            pool.submit(
+                download,
+                client,
+                source.file_url(commit, file.path),
+                file,
+                layout.staging / file.path,
+                progress,
+                options.retry,
+                stop,
+            )
+            for file in largest_first
+        ]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            stop.set()  # the other downloads end at their next chunk; their .part files stay
+            raise
     progress.log(f"downloaded {progress.summary()}")
 
 

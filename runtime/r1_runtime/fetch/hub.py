@@ -39,7 +39,7 @@ class HubSource:
         git blob sha1 (small files)."""
         revision = quote(self.revision, safe="")
         info = client.get_json(
-            f"{self.endpoint}/api/models/{self.repo}/revision/{revision}?blobs=true"
+            f"{self.endpoint}/api/models/{self.repo}/revision/{revision}?blobs=True"
         )
         if not isinstance(info, dict) or not isinstance(info.get("siblings"), list):
             raise FetchError(
@@ -91,5 +91,5 @@ def _remote_file(sibling: Any) -> RemoteFile:
     if isinstance(lfs, dict):
         return RemoteFile(path=path, size=int(lfs.get("size", -1)), sha256=lfs.get("sha256"))
     if "size" not in sibling:
-        raise FetchError(f"the hub listed {path} without its size: it must honour ?blobs=true")
+        raise FetchError(f"the hub listed {path} without its size: it must honour ?blobs=True")
     return RemoteFile(path=path, size=int(sibling["size"]), git_sha1=sibling.get("blobId"))

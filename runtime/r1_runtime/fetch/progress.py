@@ -4,6 +4,7 @@ while bytes flow, plus one per finished file."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
@@ -12,7 +13,8 @@ PREFIX = "r1-runtime fetch:"
 
 
 class Progress:
-    """Counts the bytes of one fetch run; `total_bytes` is what this run downloads."""
+    """Counts the bytes of one fetch run; `total_bytes` is what this run downloads.
+    Downloads in several threads share one."""
 
     def __init__(
         self,
@@ -32,21 +34,26 @@ class Progress:
         self._clock = clock
         self._start = clock()
         self._last_line = self._start
+        self._lock = threading.Lock()
 
     def log(self, message: str) -> None:
         print(f"{PREFIX} {message}", file=self._out, flush=True)
 
     def add(self, num_bytes: int, path: str) -> None:
         """`num_bytes` more of `path` arrived; a line when `interval_s` has passed."""
-        self.done_bytes += num_bytes
-        now = self._clock()
-        if now - self._last_line >= self._interval_s:
+        with self._lock:
+            self.done_bytes += num_bytes
+            now = self._clock()
+            if now - self._last_line < self._interval_s:
+                return
             self._last_line = now
-            self.log(f"{self.summary(now)}; {path}")
+        self.log(f"{self.summary(now)}; {path}")
 
     def file_done(self, path: str, size: int) -> None:
-        self.done_files += 1
-        self.log(f"{path} ({human_bytes(size)}) verified [{self.done_files}/{self.num_files}]")
+        with self._lock:
+            self.done_files += 1
+            done = self.done_files
+        self.log(f"{path} ({human_bytes(size)}) verified [{done}/{self.num_files}]")
 
     def summary(self, now: float | None = None) -> str:
         """`1.2 GiB / 4.5 GiB (26.7%), 212.3 MiB/s, ETA 16s`."""

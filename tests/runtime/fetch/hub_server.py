@@ -2,7 +2,7 @@
 request log and injectable faults (a dropped connection, a stall until released).
 
 The endpoints the fetcher calls, as the hub answers them:
-- `GET /api/models/{repo}/revision/{rev}?blobs=true`: `sha` and `siblings` (rfilename,
+- `GET /api/models/{repo}/revision/{rev}?blobs=True`: `sha` and `siblings` (rfilename,
   blobId, size, and `lfs` {sha256, size, pointerSize} for LFS files);
 - `GET /{repo}/resolve/{rev}/{path}`: small files directly (ETag: git blob sha1,
   X-Repo-Commit); LFS files as a 302 to `/lfs/{sha256}` on `cdn_host` (the hub's CDN),

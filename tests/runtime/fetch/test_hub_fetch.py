@@ -3,6 +3,7 @@ resumes a dropped download with a Range request, re-fetches a corrupted file."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -140,4 +141,20 @@ def test_a_full_disk_fails_before_downloading(
     ):
         fetch_into(tmp_path / "main")
     assert hub.byte_requests() == []
+    assert not (tmp_path / "main").exists()
+
+
+def test_running_out_of_space_mid_download_says_disk_full(
+    hub: HubServer, fetch_into: FetchInto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from r1_runtime.fetch import download
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(download.os, "fsync", full)
+    with pytest.raises(
+        FetchError, match=r"^disk full: no space left under .*spec\.storage\.hot\.size"
+    ):
+        fetch_into(tmp_path / "main")
     assert not (tmp_path / "main").exists()
