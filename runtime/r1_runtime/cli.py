@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_serve(commands)
     _add_fetch(commands)
     _add_demo_model(commands)
+    _add_verify_audit(commands)
     return parser
 
 
@@ -122,6 +123,35 @@ def _demo_model(args: argparse.Namespace, out: TextIO) -> int:
         f"{model.num_parameters / 1e6:.1f}M parameters, vocabulary {model.vocab_size}, "
         f"bos {model.bos_token_id}, eos {model.eos_token_id}\n"
     )
+    return 0
+
+
+def _add_verify_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = commands.add_parser(
+        "verify-audit",
+        help="check an audit log's hash chain (docs/security.md)",
+        description="Exit 0 when every line is intact; 1 naming the first line that is not.",
+    )
+    command.add_argument("path", type=Path, help="an audit.jsonl file")
+    command.set_defaults(command=_verify_audit)
+
+
+def _verify_audit(args: argparse.Namespace, out: TextIO) -> int:
+    from r1_runtime.security.audit import verify
+
+    try:
+        result = verify(args.path)
+    except OSError as error:
+        print(f"r1-runtime verify-audit: error: {error}", file=sys.stderr)
+        return 2
+    if not result.is_intact:
+        print(
+            f"{args.path}:{result.bad_line}: {result.problem} "
+            f"({result.num_lines} lines before it are intact)",
+            file=sys.stderr,
+        )
+        return 1
+    out.write(f"{args.path}: {result.num_lines} lines intact; chain head {result.head}\n")
     return 0
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r1_runtime.security.settings import SecuritySettings, SecuritySettingsError, parse_security
+
 BACKENDS = ("tensorrt", "compile", "eager")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32", "fp8", "int8")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -35,6 +37,7 @@ class Settings:
     quantization: str | None = None
     input_filter: bool = False
     output_filter: bool = False
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,6 +159,7 @@ def read_settings(path: Path) -> Settings:
         quantization=_typed(raw, "quantization", str, path),
         input_filter=bool(_typed(raw, "inputFilter", bool, path)),
         output_filter=bool(_typed(raw, "outputFilter", bool, path)),
+        security=_security(raw, path),
     )
     if settings.quantization is not None:
         raise ConfigError(
@@ -163,6 +167,14 @@ def read_settings(path: Path) -> Settings:
             "this runtime yet; serve an unquantized checkpoint"
         )
     return settings
+
+
+def _security(raw: dict[str, Any], path: Path) -> SecuritySettings:
+    """The `security` object (docs/security.md); a bad value names its key and index."""
+    try:
+        return parse_security(raw.get("security"))
+    except SecuritySettingsError as error:
+        raise ConfigError(f"--settings {path}: {error}") from error
 
 
 def _typed(raw: dict[str, Any], key: str, kind: type, path: Path) -> Any:
@@ -195,6 +207,7 @@ def _validate(config: RuntimeConfig) -> None:
     _check_limits(config)
     _check_unsupported(config)
     _check_files(config)
+    _check_security(config)
 
 
 def _check_model(model: Path) -> None:
@@ -262,3 +275,11 @@ def _check_files(config: RuntimeConfig) -> None:
     for flag, path in files.items():
         if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
             raise ConfigError(f"{flag} {path}: not a readable file")
+
+
+def _check_security(config: RuntimeConfig) -> None:
+    if config.settings.security.audit.enabled and config.log_dir is None:
+        raise ConfigError(
+            "settings.json security.audit.enabled needs --log-dir: the audit log is written "
+            "to LOG_DIR/$HOSTNAME/audit.jsonl (the cold tier)"
+        )
