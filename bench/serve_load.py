@@ -9,7 +9,13 @@ p50/p99 (a chunk carries one token unless the detokenizer held back a partial ch
 e2e p50/p99, output tokens/s over the wall time. The server runs as its own process, as in
 a pod; the clients share this machine's cores with it.
 
-    .venv/bin/python bench/serve_load.py [--concurrency 1 8 32 64] [--port 8765]
+Side by side: when the vLLM peer venv of `make bench-peers` exists, its OpenAI server
+(`python -m vllm.entrypoints.openai.api_server`, the CPU build) serves the same model
+directory with the same limits, and the two servers take turns (engine, vLLM, engine, vLLM,
+... for `--rounds`), one at a time; the best round of each counts, and the JSON holds the
+ratios.
+
+    .venv/bin/python bench/serve_load.py [--concurrency 1 8 32 64] [--rounds 2] [--no-peer]
 """
 
 from __future__ import annotations
@@ -31,25 +37,49 @@ import httpx
 from engine_throughput import NEW_TOKENS, RESULTS, build_model, make_prompts
 
 MODEL = "bench-qwen2-40m"
+VLLM_PYTHON = Path(__file__).resolve().parent.parent / ".cache/bench-peers/vllm/bin/python"
+MAX_BATCH_TOKENS = 2048
 
 
-def start_server(model_dir: Path, port: int, max_num_seqs: int) -> subprocess.Popen[bytes]:
-    command = [
-        *(sys.executable, "-m", "r1_runtime.cli", "serve", "--model", str(model_dir)),
-        *("--served-model-name", MODEL, "--port", str(port), "--dtype", "bfloat16"),
-        *("--max-num-seqs", str(max_num_seqs), "--max-batch-tokens", "2048"),
-        *("--num-kv-blocks", "1024", "--max-waiting", "1024"),
+def server_command(server: str, model_dir: Path, port: int, max_num_seqs: int) -> list[str]:
+    """The same model, dtype, port and batch limits for either server."""
+    if server == "engine":
+        return [
+            *(sys.executable, "-m", "r1_runtime.cli", "serve", "--model", str(model_dir)),
+            *("--served-model-name", MODEL, "--port", str(port), "--dtype", "bfloat16"),
+            *("--max-num-seqs", str(max_num_seqs), "--max-batch-tokens", str(MAX_BATCH_TOKENS)),
+            *("--num-kv-blocks", "1024", "--max-waiting", "1024"),
+        ]
+    return [
+        *(str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server"),
+        *("--model", str(model_dir), "--served-model-name", MODEL, "--port", str(port)),
+        *("--dtype", "bfloat16", "--max-num-seqs", str(max_num_seqs)),
+        *("--max-num-batched-tokens", str(MAX_BATCH_TOKENS)),
+        # NOTE: on CPU this is the share of host memory vLLM reserves (as in peer_workers.py).
+        *("--gpu-memory-utilization", "0.2"),
     ]
-    log = (RESULTS / "serve_load-server.log").open("wb")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
-async def wait_ready(base: str, timeout: float = 300.0) -> None:
+def start_server(
+    server: str, model_dir: Path, port: int, max_num_seqs: int
+) -> subprocess.Popen[bytes]:
+    # NOTE: without the bind, vLLM's CPU build keeps one of the two cores for itself.
+    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
+    log = (RESULTS / f"serve_load-{server}.log").open("wb")
+    command = server_command(server, model_dir, port, max_num_seqs)
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+async def wait_ready(
+    process: subprocess.Popen[bytes], base: str, path: str, timeout: float = 300.0
+) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited with {process.returncode}: see its log")
             try:
-                if (await client.get(f"{base}/ready")).status_code == 200:
+                if (await client.get(f"{base}{path}")).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -124,8 +154,14 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": 1000 * statistics.median(values), "p99": 1000 * cuts[98]}
 
 
-async def bench(base: str, prompts: list[list[int]], levels: list[int]) -> list[dict[str, Any]]:
-    await wait_ready(base)
+async def bench(
+    process: subprocess.Popen[bytes],
+    base: str,
+    ready_path: str,
+    prompts: list[list[int]],
+    levels: list[int],
+) -> list[dict[str, Any]]:
+    await wait_ready(process, base, ready_path)
     await run_level(base, prompts[:8], 8)  # warm-up
     results = []
     for concurrency in levels:
@@ -140,25 +176,67 @@ async def bench(base: str, prompts: list[list[int]], levels: list[int]) -> list[
     return results
 
 
+READY_PATH = {"engine": "/ready", "vllm": "/health"}  # vLLM's /health: 200 once it serves
+
+
+def run_server(
+    server: str, model_dir: Path, port: int, prompts: list[list[int]], levels: list[int]
+) -> list[dict[str, Any]]:
+    print(f"-- {server}")
+    process = start_server(server, model_dir, port, max(levels))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        return asyncio.run(bench(process, base, READY_PATH[server], prompts, levels))
+    finally:
+        process.terminate()
+        process.wait(120)
+
+
+def best_rounds(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per concurrency level, the round with the highest output tokens/s."""
+    return [
+        max(level, key=lambda r: r["output_tokens_per_s"]) for level in zip(*rounds, strict=True)
+    ]
+
+
+def ratios(engine: list[dict[str, Any]], vllm: list[dict[str, Any]]) -> dict[str, Any]:
+    """engine/vLLM per level: output tokens/s (want >= 1) and TTFT p50 (want <= 1.5)."""
+    return {
+        f"N={ours['concurrency']}": {
+            "output_tokens_per_s": ours["output_tokens_per_s"] / theirs["output_tokens_per_s"],
+            "ttft_p50": ours["ttft_ms"]["p50"] / theirs["ttft_ms"]["p50"],
+        }
+        for ours, theirs in zip(engine, vllm, strict=True)
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-peer", action="store_true", help="the engine alone")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--model-dir", type=Path, default=RESULTS / "qwen2-40m")
     args = parser.parse_args()
     model_dir = build_model(args.model_dir)
     prompts = make_prompts(model_dir)
-    server = start_server(model_dir, args.port, max(args.concurrency))
-    try:
-        levels = asyncio.run(bench(f"http://127.0.0.1:{args.port}", prompts, args.concurrency))
-    finally:
-        server.terminate()
-        server.wait(120)
-    result = {
+    servers = ["engine"] if args.no_peer or not VLLM_PYTHON.exists() else ["engine", "vllm"]
+    rounds: dict[str, list[list[dict[str, Any]]]] = {server: [] for server in servers}
+    for _ in range(args.rounds):
+        for server in servers:
+            rounds[server].append(
+                run_server(server, model_dir, args.port, prompts, args.concurrency)
+            )
+    best = {server: best_rounds(runs) for server, runs in rounds.items()}
+    result: dict[str, Any] = {
         "workload": {"prompts": len(prompts), "new_tokens": NEW_TOKENS, "dtype": "bf16"},
         "machine": {"cpu": platform.processor(), "cpus": os.cpu_count()},
-        "levels": levels,
+        "best": best,
+        "rounds": rounds,
     }
+    if "vllm" in best:
+        result["engine/vllm"] = ratios(best["engine"], best["vllm"])
+        print(json.dumps(result["engine/vllm"], indent=2))
     path = RESULTS / f"serve_load-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
