@@ -9,6 +9,7 @@ import json
 import os
 import re
 import secrets
+import selectors
 import shutil
 import socket
 import subprocess
@@ -151,10 +152,16 @@ def port_forward(namespace: str, service: str, port: int) -> Iterator[str]:
     )
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            started = selector.select(timeout=60)
+        line = process.stdout.readline() if started else ""
         match = re.search(r"127\.0\.0\.1:(\d+)", line)
         if not match:
-            raise AssertionError(f"port-forward did not start: {line}{process.stderr.read()}")
+            process.kill()
+            raise AssertionError(
+                f"port-forward did not start in 60 s: {line}{process.stderr.read()}"
+            )
         yield f"http://127.0.0.1:{match.group(1)}"
     finally:
         process.terminate()

@@ -4,12 +4,15 @@ the objects it would create are valid Kubernetes objects."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -72,3 +75,34 @@ def test_the_demo_model_job_and_claim_validate_strictly(monkeypatch: pytest.Monk
         "r1-runtime",
         "demo-model",
     ]
+
+
+@pytest.fixture
+def e2e_support(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """e2e/e2e_support.py with a stand-in `kubectl` first on PATH, whose behaviour the test
+    writes to tmp_path/kubectl.sh."""
+    monkeypatch.syspath_prepend(str(E2E))
+    (tmp_path / "kubectl").write_text('#!/bin/sh\nexec sh "$(dirname "$0")/kubectl.sh" "$@"\n')
+    (tmp_path / "kubectl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    return importlib.import_module("e2e_support")
+
+
+def test_port_forward_yields_the_local_port_kubectl_chose_and_stops_it(
+    e2e_support: Any, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pid"
+    script = f'echo $$ > {pids}\necho "Forwarding from 127.0.0.1:43117 -> 8000"\nexec sleep 60\n'
+    (tmp_path / "kubectl.sh").write_text(script)
+    with e2e_support.port_forward("ns", "r1", 8000) as url:
+        assert url == "http://127.0.0.1:43117"
+        pid = int(pids.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_port_forward_that_fails_says_why(e2e_support: Any, tmp_path: Path) -> None:
+    (tmp_path / "kubectl.sh").write_text('echo "error: services \\"r1\\" not found" >&2\nexit 1\n')
+    forward = e2e_support.port_forward("ns", "r1", 8000)
+    with pytest.raises(AssertionError, match='services "r1" not found'):
+        forward.__enter__()
