@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -14,8 +15,10 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from r1_runtime.config import RuntimeConfig
+from r1_runtime.security.audit import AuditLog, audit_path
 from r1_runtime.server.errors import APIError, install_error_handler
 from r1_runtime.server.model import LoadedModel, load_model
+from r1_runtime.server.review import RequestReview
 from r1_runtime.server.routes import openai, operations
 from r1_runtime.server.state import ServerState
 
@@ -38,7 +41,16 @@ def create_app(config: RuntimeConfig, loader: Loader | None = None) -> FastAPI:
     app.include_router(operations)
     app.include_router(openai)
     app.add_middleware(BodySizeLimit, max_bytes=config.max_request_bytes)
+    app.state.audit_log = _audit_log(config)
+    app.add_middleware(RequestReview, security=config.settings.security, audit=app.state.audit_log)
     return app
+
+
+def _audit_log(config: RuntimeConfig) -> AuditLog | None:
+    """The audit log when settings.json turns it on (config checks that --log-dir is set)."""
+    if not config.settings.security.audit.enabled or config.log_dir is None:
+        return None
+    return AuditLog(audit_path(config.log_dir, os.environ.get("HOSTNAME")))
 
 
 @asynccontextmanager
@@ -50,6 +62,9 @@ async def _lifespan(state: ServerState, loader: Loader, app: FastAPI) -> AsyncIt
         await loading  # NOTE: a load in progress cannot be interrupted; shutdown waits for it
         if state.model is not None:
             await asyncio.to_thread(state.model.engine.shutdown)
+        audit: AuditLog | None = app.state.audit_log
+        if audit is not None:
+            await asyncio.to_thread(audit.close)  # writes what is queued
 
 
 async def _load(state: ServerState, loader: Loader) -> None:

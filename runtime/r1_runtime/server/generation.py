@@ -10,6 +10,7 @@ from typing import Any
 from r1_runtime.engine.async_engine import EngineDeadError, RequestHandle, StreamOutput
 from r1_runtime.engine.llm_engine import InvalidRequestError, PromptTooLongError, QueueFullError
 from r1_runtime.engine.sequence import FinishReason, SamplingParams
+from r1_runtime.security.redaction import Rule, StreamRedactor
 from r1_runtime.server.detokenizer import IncrementalDetokenizer
 from r1_runtime.server.errors import APIError
 from r1_runtime.server.metrics import RequestMetrics
@@ -22,20 +23,31 @@ FINISH_REASONS = {FinishReason.STOP: "stop", FinishReason.LENGTH: "length"}
 
 class OutputText:
     """Token ids in, text deltas out: detokenizer, then stop strings on the raw text, then
-    (for chat with a reasoning model) the reasoning split."""
+    (for chat with a reasoning model) the reasoning split, then redaction of each part."""
 
-    def __init__(self, tokenizer: Any, stops: list[str], split_reasoning: bool) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        stops: list[str],
+        split_reasoning: bool,
+        redaction_rules: tuple[Rule, ...] = (),
+    ) -> None:
         self._detokenizer = IncrementalDetokenizer(tokenizer)
         self._stops = StopMatcher(stops)
         self._reasoning = ReasoningParser() if split_reasoning else None
+        self._redaction = DeltaRedactor(redaction_rules)
 
     @property
     def is_stopped(self) -> bool:
         return self._stops.is_stopped
 
+    @property
+    def num_redactions(self) -> int:
+        return self._redaction.num_redactions
+
     def push(self, token_ids: list[int]) -> Delta:
         text, _ = self._stops.push(self._detokenizer.push(token_ids))
-        return self._split(text)
+        return self._redaction.push(self._split(text))
 
     def finish(self) -> Delta:
         """What the pipeline still holds, once the engine is done with the request."""
@@ -43,13 +55,38 @@ class OutputText:
         if not stopped:
             text += self._stops.flush()
         delta = self._split(text)
-        if self._reasoning is None:
-            return delta
-        tail = self._reasoning.finish()
-        return Delta(delta.reasoning + tail.reasoning, delta.content + tail.content)
+        if self._reasoning is not None:
+            tail = self._reasoning.finish()
+            delta = Delta(delta.reasoning + tail.reasoning, delta.content + tail.content)
+        return self._redaction.finish(delta)
 
     def _split(self, text: str) -> Delta:
         return self._reasoning.push(text) if self._reasoning else Delta(content=text)
+
+
+class DeltaRedactor:
+    """Redaction of reasoning and content, each its own stream. The reasoning's held-back tail
+    is let out (redacted) as soon as content begins: the think block is over by then."""
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self._reasoning = StreamRedactor(rules)
+        self._content = StreamRedactor(rules)
+
+    @property
+    def num_redactions(self) -> int:
+        return self._reasoning.num_redactions + self._content.num_redactions
+
+    def push(self, delta: Delta) -> Delta:
+        reasoning = self._reasoning.push(delta.reasoning)
+        if delta.content:
+            reasoning += self._reasoning.finish()
+        return Delta(reasoning, self._content.push(delta.content))
+
+    def finish(self, delta: Delta) -> Delta:
+        pushed = self.push(delta)
+        return Delta(
+            pushed.reasoning + self._reasoning.finish(), pushed.content + self._content.finish()
+        )
 
 
 async def start(
@@ -111,6 +148,11 @@ class Generation:
         self.num_completion_tokens = 0
         self.finish_reason: str | None = None
         self._is_closed = False
+
+    @property
+    def num_redactions(self) -> int:
+        """Matches of the redaction rules replaced in the output so far."""
+        return self._text.num_redactions
 
     async def deltas(self) -> AsyncGenerator[Delta, None]:
         """Text deltas, none of them empty. Closing the iterator early (the client went

@@ -3,6 +3,8 @@ context, and `SamplingParams` within the room the prompt leaves."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from r1_runtime.engine.sequence import SamplingParams
 from r1_runtime.server.errors import APIError
 from r1_runtime.server.model import LoadedModel
@@ -10,9 +12,14 @@ from r1_runtime.server.protocol import ChatMessage, SamplingRequest
 
 GREEDY_BELOW = 1e-5  # vLLM's: a smaller temperature samples greedily (and divides safely)
 
+Screen = Callable[[str], None]  # sees the prompt text before it is tokenized; raises to refuse
 
-def chat_prompt(model: LoadedModel, messages: list[ChatMessage]) -> list[int]:
-    """The conversation rendered with the tokenizer's chat template, ready for the answer."""
+
+def chat_prompt(
+    model: LoadedModel, messages: list[ChatMessage], screen: Screen | None = None
+) -> list[int]:
+    """The conversation rendered with the tokenizer's chat template, ready for the answer;
+    `screen` sees the rendered text."""
     conversation = [
         {"role": message.role, "content": message.text}
         | ({"name": message.name} if message.name else {})
@@ -26,14 +33,20 @@ def chat_prompt(model: LoadedModel, messages: list[ChatMessage]) -> list[int]:
         raise APIError(
             400, f"messages do not fit the model's chat template: {error}", param="messages"
         ) from error
+    if screen is not None:
+        screen(text)
     token_ids = model.tokenizer.encode(text, add_special_tokens=False)
     return _within_context(model, token_ids, "messages")
 
 
-def completion_prompt(model: LoadedModel, prompt: str | list[int]) -> list[int]:
+def completion_prompt(
+    model: LoadedModel, prompt: str | list[int], screen: Screen | None = None
+) -> list[int]:
     """A text prompt tokenized as the tokenizer does by default (BOS included), or token ids
-    checked against the vocabulary."""
+    checked against the vocabulary; `screen` sees the text (token ids decoded)."""
     if isinstance(prompt, str):
+        if screen is not None:
+            screen(prompt)
         token_ids = model.tokenizer.encode(prompt)
     else:
         token_ids = prompt
@@ -41,6 +54,8 @@ def completion_prompt(model: LoadedModel, prompt: str | list[int]) -> list[int]:
             raise APIError(
                 400, f"prompt: token ids must be below {model.vocab_size}", param="prompt"
             )
+        if screen is not None:
+            screen(model.tokenizer.decode(token_ids))
     return _within_context(model, token_ids, "prompt")
 
 

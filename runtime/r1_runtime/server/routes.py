@@ -28,6 +28,7 @@ from r1_runtime.server.protocol import (
     ModelList,
 )
 from r1_runtime.server.reasoning import Delta
+from r1_runtime.server.review import Review, request_review
 from r1_runtime.server.state import ServerState
 from r1_runtime.server.streaming import chat_events, completion_events, event_stream, usage_of
 
@@ -40,6 +41,7 @@ def server_state(request: Request) -> ServerState:
 
 
 State = Annotated[ServerState, Depends(server_state)]
+Reviewed = Annotated[Review, Depends(request_review)]
 
 
 async def authorize(request: Request, state: State) -> None:
@@ -74,15 +76,17 @@ async def list_models(state: State) -> ModelList:
 
 @openai.post("/chat/completions", response_model=None, responses={200: {"model": ChatCompletion}})
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, state: State
+    body: ChatCompletionRequest, request: Request, state: State, review: Reviewed
 ) -> Response:
+    review.model = body.model
     model = _served(state, body.model)
-    prompt = chat_prompt(model, body.messages)
+    prompt = chat_prompt(model, body.messages, review.screen)
     params = sampling_params(model, body, len(prompt), body.output_limit)
     is_reasoning = model.think_end_token_id is not None
-    text = OutputText(model.tokenizer, body.stop_strings, split_reasoning=is_reasoning)
+    text = OutputText(model.tokenizer, body.stop_strings, is_reasoning, review.redaction_rules)
     generation = await generations.start(state, prompt, params, text)
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    request_id = review.request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    review.generation = generation
     if body.stream:
         events = chat_events(generation, request_id, body.model, body.include_usage)
         return event_stream(generation, events)
@@ -101,13 +105,18 @@ async def create_chat_completion(
 
 
 @openai.post("/completions", response_model=None, responses={200: {"model": Completion}})
-async def create_completion(body: CompletionRequest, request: Request, state: State) -> Response:
+async def create_completion(
+    body: CompletionRequest, request: Request, state: State, review: Reviewed
+) -> Response:
+    review.model = body.model
     model = _served(state, body.model)
-    prompt = completion_prompt(model, body.prompt)
+    screen = review.screen if review.needs_prompt else None
+    prompt = completion_prompt(model, body.prompt, screen)
     params = sampling_params(model, body, len(prompt), body.output_limit)
-    text = OutputText(model.tokenizer, body.stop_strings, split_reasoning=False)
+    text = OutputText(model.tokenizer, body.stop_strings, False, review.redaction_rules)
     generation = await generations.start(state, prompt, params, text)
-    request_id = f"cmpl-{uuid.uuid4().hex}"
+    request_id = review.request_id = f"cmpl-{uuid.uuid4().hex}"
+    review.generation = generation
     if body.stream:
         events = completion_events(generation, request_id, body.model, body.include_usage)
         return event_stream(generation, events)

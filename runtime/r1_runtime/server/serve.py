@@ -22,6 +22,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from r1_runtime.config import RuntimeConfig
 from r1_runtime.server.app import Loader, create_app
+from r1_runtime.server.review import CLIENT_CERT_SUBJECT, cert_subject
 from r1_runtime.server.routes import CLIENT_CERT_STATE
 from r1_runtime.server.state import ServerState
 
@@ -61,8 +62,12 @@ class ClientCertProtocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        verified = bool(transport.get_extra_info("peercert"))
-        self.app_state = {**self.app_state, CLIENT_CERT_STATE: verified}
+        peercert = transport.get_extra_info("peercert")
+        self.app_state = {
+            **self.app_state,
+            CLIENT_CERT_STATE: bool(peercert),
+            CLIENT_CERT_SUBJECT: cert_subject(peercert),
+        }
 
 
 def ssl_context(config: RuntimeConfig) -> ssl.SSLContext | None:
@@ -122,9 +127,16 @@ def _configure_logging(log_dir: Path | None) -> None:
 
 
 def _warn_unapplied(config: RuntimeConfig) -> None:
-    for name, is_on in (
-        ("inputFilter", config.settings.input_filter),
-        ("outputFilter", config.settings.output_filter),
+    """The older top-level switches turn nothing on by themselves: the rules live under
+    `security` (docs/security.md)."""
+    security = config.settings.security
+    for name, is_on, has_rules in (
+        ("inputFilter", config.settings.input_filter, security.input_filter.is_enabled),
+        ("outputFilter", config.settings.output_filter, bool(security.redaction_rules)),
     ):
-        if is_on:
-            logger.warning("settings.json %s is on, but content filters are not built yet", name)
+        if is_on and not has_rules:
+            logger.warning(
+                "settings.json %s is on, but security sets no rules for it: nothing is "
+                "filtered (docs/security.md)",
+                name,
+            )
