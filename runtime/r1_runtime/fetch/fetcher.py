@@ -4,6 +4,7 @@ only what is missing, once across all the pods that share the hot tier."""
 from __future__ import annotations
 
 import errno
+import functools
 import shutil
 import threading
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from r1_runtime.fetch.download import RetryPolicy, download, partial_bytes
 from r1_runtime.fetch.errors import FetchError, RetryableError
 from r1_runtime.fetch.http import HttpClient
 from r1_runtime.fetch.listing import Listing, RemoteFile
-from r1_runtime.fetch.progress import Progress, human_bytes
+from r1_runtime.fetch.progress import Progress, human_bytes, log
 
 T = TypeVar("T")
 SPACE_HINT = "grow the hot tier (spec.storage.hot.size) or free space on it"
@@ -67,7 +68,7 @@ def fetch(
     """
     options = options or Options()
     layout = store.Layout(dest.absolute())
-    say = Progress(total_bytes=0, num_files=0, out=out).log
+    say = functools.partial(log, out=out)
     if (done := _complete(layout, source)) is not None:
         say(f"{layout.dest} already holds {source.spec} at {done.listing.commit}: nothing to do")
         return _result(done.listing, downloaded=[])
@@ -100,7 +101,7 @@ def _complete(layout: store.Layout, source: Source) -> store.Marker | None:
 def _fetch_locked(
     source: Source, layout: store.Layout, out: TextIO | None, options: Options
 ) -> FetchResult:
-    say = Progress(total_bytes=0, num_files=0, out=out).log
+    say = functools.partial(log, out=out)
     marker = store.read_marker(layout)
     client: HttpClient | None = None
     if marker and marker.is_for(source.spec, source.revision):

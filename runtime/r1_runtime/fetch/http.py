@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,6 +31,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     http.client.IncompleteRead,
     http.client.RemoteDisconnected,
     http.client.BadStatusLine,
+    ssl.SSLError,  # e.g. an EOF in the middle of a TLS record
 )
 
 

@@ -37,7 +37,7 @@ class Progress:
         self._lock = threading.Lock()
 
     def log(self, message: str) -> None:
-        print(f"{PREFIX} {message}", file=self._out, flush=True)
+        log(message, self._out)
 
     def add(self, num_bytes: int, path: str) -> None:
         """`num_bytes` more of `path` arrived; a line when `interval_s` has passed."""
@@ -66,6 +66,11 @@ class Progress:
             f"{human_bytes(self.done_bytes)} / {human_bytes(self.total_bytes)} ({percent:.1f}%), "
             f"{human_bytes(rate)}/s, ETA {eta}"
         )
+
+
+def log(message: str, out: TextIO | None = None) -> None:
+    """One line on stderr (or `out`), flushed: `r1-runtime fetch: <message>`."""
+    print(f"{PREFIX} {message}", file=out or sys.stderr, flush=True)
 
 
 def human_bytes(num_bytes: float) -> str:
