@@ -38,6 +38,8 @@ CORE = {
     "v1/persistentvolumeclaims": ("PersistentVolumeClaim", "status", "pvc"),
     "v1/services": ("Service", "status", "svc"),
     "v1/events": ("Event", "", "ev"),
+    "v1/pods": ("Pod", "status", "po"),
+    "batch/v1/jobs": ("Job", "status", "job"),
     "apps/v1/deployments": ("Deployment", "status scale", "deploy"),
     "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", "", "netpol"),
     "policy/v1/poddisruptionbudgets": ("PodDisruptionBudget", "status", "pdb"),
@@ -69,6 +71,12 @@ class Write:
     method: str
     path: str
     agent: str
+    verb: str = ""
+    """As `verb()` names it: create, apply, patch, update or delete."""
+
+
+Request = tuple[str, str, str]
+"""(User-Agent, verb, resource) of one request, as counted in ApiServer.requests."""
 
 
 class InjectedFault(kmock.KubernetesError):
@@ -106,6 +114,8 @@ class ApiServer(kmock.KubernetesEmulator):
         factory=collections.Counter, init=False
     )
     """How many error answers of each HTTP status were given, injected faults excepted."""
+    requests: collections.Counter[Request] = attrs.field(factory=collections.Counter, init=False)
+    """Every request by (User-Agent, verb, resource plural[/subresource]); see `verb`."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -153,6 +163,11 @@ class ApiServer(kmock.KubernetesEmulator):
         with self._guard:
             return self._writes[-1].seq + 1 if self._writes else 0
 
+    def request_counts(self) -> collections.Counter[Request]:
+        """A copy of `requests`, taken atomically."""
+        with self._guard:
+            return collections.Counter(self.requests)
+
     def writes_since(self, mark: int) -> list[Write]:
         """POST/PUT/PATCH/DELETE requests since `mark`, oldest first."""
         with self._guard:
@@ -178,9 +193,11 @@ class ApiServer(kmock.KubernetesEmulator):
             del errors[:-REQUEST_LOG]
         method = str(request.method.value).upper()
         with self._guard:
+            agent, kind, _ = key = _request_key(request, method)
+            self.requests[key] += 1
             if method in WRITE_METHODS:
-                agent = request.headers.get("User-Agent", "")
-                self._writes.append(Write(next(self._write_seq), method, request.url.path, agent))
+                write = Write(next(self._write_seq), method, request.url.path, agent, kind)
+                self._writes.append(write)
             fault = self._take_fault(method, request.resource)
         if fault:
             raise InjectedFault(status=fault, reason=REASONS.get(fault), message="injected")
@@ -452,6 +469,27 @@ REASONS = {409: "Conflict", 422: "Invalid", 500: "InternalError", 503: "ServiceU
 
 def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def verb(method: str, name: str | None, params: Any, content_type: str) -> str:
+    """The API verb of a request, as RBAC and audit logs name it, with `apply` told apart
+    from other patches (server-side apply is a PATCH with the apply content type)."""
+    if method == "GET":
+        if str(params.get("watch", "")).lower() in ("true", "1"):
+            return "watch"
+        return "get" if name else "list"
+    if method == "PATCH":
+        return "apply" if content_type == APPLY else "patch"
+    return {"POST": "create", "PUT": "update", "DELETE": "delete"}.get(method, method.lower())
+
+
+def _request_key(request: kmock.Request, method: str) -> Request:
+    resource = request.resource.plural if request.resource is not None else "-"
+    if request.subresource:
+        resource = f"{resource}/{request.subresource}"
+    content_type = _header(request, "Content-Type").split(";")[0].strip()
+    kind = verb(method, request.name, request.params, content_type)
+    return _header(request, "User-Agent"), kind, str(resource)
 
 
 def _header(request: kmock.Request, name: str) -> str:

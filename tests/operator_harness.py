@@ -38,6 +38,8 @@ COLLECTIONS = {
     "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
     "Service": "/api/v1/namespaces/{ns}/services",
     "Event": "/api/v1/namespaces/{ns}/events",
+    "Pod": "/api/v1/namespaces/{ns}/pods",
+    "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
     "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
     "LeaderWorkerSet": "/apis/leaderworkerset.x-k8s.io/v1/namespaces/{ns}/leaderworkersets",
     "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
@@ -230,9 +232,10 @@ def load_handlers(module: str) -> kopf.OperatorRegistry:
 
 
 @contextlib.contextmanager
-def running_operator(registry: kopf.OperatorRegistry) -> Iterator[None]:
+def running_operator(registry: kopf.OperatorRegistry, stop_timeout: float = 20.0) -> Iterator[None]:
     """The operator of `registry` (plus a login from KUBECONFIG via the kubernetes client),
-    cluster-wide and without peering, until the block ends; its crash fails the block."""
+    cluster-wide and without peering, until the block ends; its crash fails the block, and
+    so does not stopping within `stop_timeout` seconds."""
     kopf.on.login(registry=registry)(kopf.login_via_client)
     ready, stop = threading.Event(), threading.Event()
     failure: list[BaseException] = []
@@ -260,8 +263,8 @@ def running_operator(registry: kopf.OperatorRegistry) -> Iterator[None]:
         yield
     finally:
         stop.set()
-        thread.join(20)
+        thread.join(stop_timeout)
     if thread.is_alive():
-        raise AssertionError("the operator did not stop within 20 s")
+        raise AssertionError(f"the operator did not stop within {stop_timeout} s")
     if failure:
         raise failure[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import threading
 import time
 from typing import Any, cast
 
@@ -53,6 +54,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Reconciles are blocking API calls in threads; one busy deployment must not starve others.
     settings.execution.max_workers = 16
     memo.kube = Kube.from_environment()
+    memo.serial = Serial()
     metrics.serve(int(os.environ.get("R1_OPERATOR_METRICS_PORT", "8080")))
 
 
@@ -60,22 +62,46 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    run_reconcile(memo.kube, dict(body))
+    reconcile_latest(memo, body.metadata.namespace or "default", body.metadata.name or "")
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL)
 def on_drift_timer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """kopf keeps a finalizer on each object while its timer runs (to stop it cleanly)."""
-    run_reconcile(memo.kube, dict(body))
+    reconcile_latest(memo, body.metadata.namespace or "default", body.metadata.name or "")
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED_LABELS)
 @kopf.on.event("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", labels=OWNED_LABELS)
-def on_workload_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def on_workload_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A workload version a reconcile already saw (the answer to its own apply) tells
+    nothing new; any other version, or a deletion, reconciles the parent."""
     owner = body.metadata.labels.get(labels.DEPLOYMENT)
-    parent = owner and memo.kube.get(DEEPSEEK, body.metadata.namespace or "default", owner)
-    if parent:
-        run_reconcile(memo.kube, parent)
+    namespace = body.metadata.namespace or "default"
+    seen = memo.serial.seen_workload(namespace, owner)
+    if owner and (type == "DELETED" or body.metadata.get("resourceVersion") != seen):
+        reconcile_latest(memo, namespace, owner)
+
+
+def reconcile_latest(memo: kopf.Memo, namespace: str, name: str) -> Reconciled | None:
+    """Reconcile the deployment as it is now, one reconcile per deployment at a time.
+
+    NOTE: kopf runs each trigger (create/update, timer, workload event) in its own worker,
+    and their bodies may be older than a status another trigger just wrote: a reconcile
+    from such a body would write the same status again and repeat its Event. So reconciles
+    of one deployment queue on a lock and each reads the object afresh inside it."""
+    with memo.serial.lock(namespace, name):
+        try:
+            body = memo.kube.get(DEEPSEEK, namespace, name)
+        except ApiException as error:
+            raise _retryable(error) from None
+        if not body:
+            memo.serial.forget(namespace, name)
+            return None
+        result = run_reconcile(memo.kube, body)
+        if result is not None:
+            memo.serial.saw_workload(namespace, name, result.workload_version)
+        return result
 
 
 def run_reconcile(kube: Kube, body: dict[str, Any]) -> Reconciled | None:
@@ -92,10 +118,7 @@ def run_reconcile(kube: Kube, body: dict[str, Any]) -> Reconciled | None:
         raise kopf.TemporaryError(str(error), delay=LWS_RETRY_DELAY) from None
     except ApiException as error:
         metrics.record("error", started)
-        if error.status in RETRYABLE_STATUSES:
-            message = f"API {error.status}: {error.reason}"
-            raise kopf.TemporaryError(message, delay=RETRY_DELAY) from None
-        raise
+        raise _retryable(error) from None
     metrics.record("ok", started)
     if result is not None:
         ready = next((c for c in result.status.conditions if c.type == "Ready"), None)
@@ -112,6 +135,13 @@ def run_reconcile(kube: Kube, body: dict[str, Any]) -> Reconciled | None:
     return result
 
 
+def _retryable(error: ApiException) -> Exception:
+    """kopf's TemporaryError for a status worth retrying, else the error as it is."""
+    if error.status in RETRYABLE_STATUSES:
+        return kopf.TemporaryError(f"API {error.status}: {error.reason}", delay=RETRY_DELAY)
+    return error
+
+
 def _post_phase_change(body: dict[str, Any], phase: str, reason: str, message: str) -> None:
     """A Warning Event for a refused spec, once per change of phase or message."""
     old = body.get("status") or {}
@@ -120,6 +150,33 @@ def _post_phase_change(body: dict[str, Any], phase: str, reason: str, message: s
     )
     if old.get("phase") != phase or old_message != message:
         kopf.warn(kopf.Body(cast(kopf.RawBody, body)), reason=reason, message=message)
+
+
+class Serial:
+    """One lock per deployment, and the workload version its last reconcile saw."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._workloads: dict[tuple[str, str], str | None] = {}
+
+    def lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def saw_workload(self, namespace: str, name: str, version: str | None) -> None:
+        with self._guard:
+            self._workloads[(namespace, name)] = version
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what is kept for a deployment that is gone (its lock stays valid for holders)."""
+        with self._guard:
+            self._locks.pop((namespace, name), None)
+            self._workloads.pop((namespace, name), None)
+
+    def seen_workload(self, namespace: str, name: str | None) -> str | None:
+        with self._guard:
+            return self._workloads.get((namespace, name or ""))
 
 
 def now() -> str:

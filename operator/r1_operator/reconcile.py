@@ -36,6 +36,8 @@ class Reconciled:
     applied: tuple[ChildKey, ...]
     pruned: tuple[ChildKey, ...]
     status_written: bool
+    workload_version: str | None = None
+    """resourceVersion of the live workload the status was computed from."""
 
 
 def reconcile(kube: Kube, body: Manifest, now: str) -> Reconciled | None:
@@ -81,12 +83,13 @@ def _write_status(
 ) -> Reconciled:
     metadata, old = body["metadata"], body.get("status") or {}
     children = children or {}
+    workload = _workload(children)
     new = status.observe(
         previous=old,
         generation=int(metadata.get("generation") or 0),
         dsd=dsd,
         error=error,
-        workload=_workload(children),
+        workload=workload,
         pvcs=[obj for (kind, _), obj in children.items() if kind == "PersistentVolumeClaim"],
         lws_missing=lws_missing,
         now=now,
@@ -100,6 +103,7 @@ def _write_status(
         applied=tuple(applied or ()),
         pruned=tuple(pruned),
         status_written=patch is not None,
+        workload_version=(workload or {}).get("metadata", {}).get("resourceVersion"),
     )
 
 
