@@ -111,23 +111,12 @@ class RuntimeConfig:
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `r1-runtime serve`: every flag of docs/runtime-flags.md, then a few limits."""
+    add_engine_arguments(parser)
     add = parser.add_argument
-    add("--model", type=Path, required=True, help="Hugging Face checkpoint directory")
-    add("--served-model-name", help="the OpenAI `model` to answer to (default: the directory)")
     add("--host", default="127.0.0.1", help="listen address")
     add("--port", type=int, default=8000, help="listen port")
-    add("--backend", choices=BACKENDS, default="eager")
-    add("--precision", choices=PRECISIONS, default="auto", help="compute precision")
-    add("--dtype", choices=DTYPES, default="auto", help="dtype the weights load in")
-    add("--max-batch-tokens", type=int, default=2048, help="token budget of one engine step")
-    add("--max-num-seqs", type=int, default=64, help="most sequences running at once")
-    add("--max-model-len", type=int, help="longest prompt plus output (default: the model's)")
-    add("--gpu-memory-utilization", type=float, default=0.9, help="in (0.1, 0.99]")
-    add("--tensor-parallel-size", type=int, default=1)
-    add("--pipeline-parallel-size", type=int, default=1)
     add("--nnodes", type=int, default=1, help="pods in the replica's torch.distributed group")
     add("--node-rank", type=_node_rank, default=0, help="this pod's rank; 0 serves HTTP")
-    add("--engine-cache", type=Path, help="engine cache directory (shared, warm tier)")
     add(
         "--no-build-on-start",
         dest="build_on_start",
@@ -138,12 +127,30 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--tls-cert", type=Path, help="server certificate (PEM)")
     add("--tls-key", type=Path, help="server key (PEM)")
     add("--tls-client-ca", type=Path, help="CA bundle that signs client certificates (mTLS)")
-    add("--settings", type=Path, help="settings.json from the operator's ConfigMap")
-    add("--log-dir", type=Path, help="logs go to LOG_DIR/$HOSTNAME/")
     add("--max-waiting", type=int, default=256, help="waiting queue size; beyond it: 429")
-    add("--num-kv-blocks", type=int, help="KV cache blocks (default: sized from free memory)")
     add("--drain-timeout", type=float, default=60.0, help="seconds to finish requests on SIGTERM")
     add("--max-request-bytes", type=int, default=1 << 20, help="largest request body (413)")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that describe the engine, shared by `serve` and `build` (which must agree
+    on the engine cache key)."""
+    add = parser.add_argument
+    add("--model", type=Path, required=True, help="Hugging Face checkpoint directory")
+    add("--served-model-name", help="the OpenAI `model` to answer to (default: the directory)")
+    add("--backend", choices=BACKENDS, default="eager")
+    add("--precision", choices=PRECISIONS, default="auto", help="compute precision")
+    add("--dtype", choices=DTYPES, default="auto", help="dtype the weights load in")
+    add("--max-batch-tokens", type=int, default=2048, help="token budget of one engine step")
+    add("--max-num-seqs", type=int, default=64, help="most sequences running at once")
+    add("--max-model-len", type=int, help="longest prompt plus output (default: the model's)")
+    add("--gpu-memory-utilization", type=float, default=0.9, help="in (0.1, 0.99]")
+    add("--tensor-parallel-size", type=int, default=1)
+    add("--pipeline-parallel-size", type=int, default=1)
+    add("--engine-cache", type=Path, help="engine cache directory (shared, warm tier)")
+    add("--settings", type=Path, help="settings.json from the operator's ConfigMap")
+    add("--log-dir", type=Path, help="logs go to LOG_DIR/$HOSTNAME/")
+    add("--num-kv-blocks", type=int, help="KV cache blocks (default: sized from free memory)")
 
 
 def read_settings(path: Path) -> Settings:

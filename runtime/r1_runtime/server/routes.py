@@ -8,11 +8,11 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from r1_runtime.server import generation as generations
-from r1_runtime.server.errors import APIError
+from r1_runtime.server.errors import APIError, error_body
 from r1_runtime.server.generation import Generation, OutputText
 from r1_runtime.server.model import LoadedModel
 from r1_runtime.server.prompts import chat_prompt, completion_prompt, sampling_params
@@ -134,10 +134,15 @@ async def health() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@operations.get("/ready")
-async def ready(state: State) -> dict[str, str]:
-    """200 once the model is loaded, until a drain begins; 503 otherwise."""
-    state.admit()
+@operations.get("/ready", response_model=None)
+async def ready(state: State) -> dict[str, str] | JSONResponse:
+    """200 once the model is loaded, until a drain begins. Otherwise a 503 whose `status`
+    is the phase (`loading`, `building`, `draining`) beside the usual OpenAI error."""
+    try:
+        state.admit()
+    except APIError as error:
+        body = {"status": state.phase, "error": error_body(error)}
+        return JSONResponse(body, status_code=error.status_code)
     return {"status": "ready"}
 
 
