@@ -41,7 +41,6 @@ class Response:
 
     status: int
     offset: int
-    length: int | None
     body: http.client.HTTPResponse
 
 
@@ -116,15 +115,13 @@ class HttpClient:
 
 
 def _response(body: http.client.HTTPResponse, offset: int) -> Response:
-    length_header = body.headers.get("Content-Length")
-    length = int(length_header) if length_header and length_header.isdigit() else None
     status = body.status
     if status == 206:
         start = _range_start(body.headers.get("Content-Range", ""))
         if start != offset:
             body.close()
             raise RetryableError(f"asked for bytes from {offset}, got Content-Range from {start}")
-    return Response(status=status, offset=offset if status == 206 else 0, length=length, body=body)
+    return Response(status=status, offset=offset if status == 206 else 0, body=body)
 
 
 def _range_start(content_range: str) -> int | None:
