@@ -3,9 +3,8 @@ refused when it is longer than the limit or matches a deny pattern."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-
-import regex
 
 
 class PromptBlocked(ValueError):
@@ -19,9 +18,10 @@ class PromptBlocked(ValueError):
 
 @dataclass(frozen=True)
 class InputFilter:
-    """`deny_patterns` are searched anywhere in the prompt; no patterns and no limit: off."""
+    """`deny_patterns` (Python `re`) are searched anywhere in the prompt; no patterns and no
+    limit: off."""
 
-    deny_patterns: tuple[regex.Pattern[str], ...] = ()
+    deny_patterns: tuple[re.Pattern[str], ...] = ()
     max_prompt_chars: int | None = None
 
     @property

@@ -16,6 +16,7 @@ ignored: a misspelt key must not switch a control off without a word.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from r1_runtime.security.builtins import BUILTINS
 from r1_runtime.security.input_filter import InputFilter
 from r1_runtime.security.redaction import Rule
 
-RULE_NAME = regex.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+RULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,63}")  # the CRD's pattern and length
 PREFIX = "settings.json security"
 
 
@@ -62,7 +63,7 @@ def _input_filter(raw: Any) -> InputFilter:
     where = ".inputFilter"
     section = _object(raw, where, {"denyPatterns", "maxPromptChars"})
     patterns = _list(section.get("denyPatterns"), f"{where}.denyPatterns")
-    deny = tuple(_regex(text, f"{where}.denyPatterns[{i}]") for i, text in enumerate(patterns))
+    deny = tuple(_deny(text, f"{where}.denyPatterns[{i}]") for i, text in enumerate(patterns))
     limit = section.get("maxPromptChars")
     if limit is not None and (type(limit) is not int or limit < 1):
         raise _error(f"{where}.maxPromptChars", f"must be an integer >= 1, got {limit!r}")
@@ -89,7 +90,7 @@ def _custom_rule(raw: dict[str, Any], where: str) -> Rule:
     if not isinstance(name, str) or not RULE_NAME.fullmatch(name):
         raise _error(
             f"{where}.name",
-            f"must be 1-63 letters, digits, '.', '_' or '-' (it appears in the replacement "
+            f"must be 1-63 letters, digits, '.', '_' or '-' (it goes in the replacement "
             f"[REDACTED:<name>]), got {name!r}",
         )
     return Rule(name, _regex(item.get("regex"), f"{where}.regex"))
@@ -129,16 +130,29 @@ def _list(raw: Any, where: str, kind: type = str) -> list[Any]:
     return raw
 
 
-def _regex(text: Any, where: str) -> regex.Pattern[str]:
+def _deny(text: Any, where: str) -> re.Pattern[str]:
+    """A deny pattern: Python `re`, as the operator checks it; one that matches the empty
+    string would refuse every prompt, so it is refused here."""
     if not isinstance(text, str) or not text:
         raise _error(where, f"must be a non-empty regular expression, got {text!r}")
     try:
-        pattern = regex.compile(text)
+        pattern = re.compile(text)
+    except re.error as error:
+        raise _error(where, f"not a valid regular expression: {error}") from error
+    if pattern.search(""):
+        raise _error(where, "matches the empty string, so it would refuse every prompt")
+    return pattern
+
+
+def _regex(text: Any, where: str) -> regex.Pattern[str]:
+    """A redaction pattern, compiled with `regex` (a superset of `re`) for partial matching.
+    Empty matches are skipped when redacting."""
+    if not isinstance(text, str) or not text:
+        raise _error(where, f"must be a non-empty regular expression, got {text!r}")
+    try:
+        return regex.compile(text)
     except regex.error as error:
         raise _error(where, f"not a valid regular expression: {error}") from error
-    if pattern.fullmatch(""):
-        raise _error(where, "matches the empty string, so it would match everywhere")
-    return pattern
 
 
 def _json_type(kind: type) -> str:
