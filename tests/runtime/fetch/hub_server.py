@@ -45,6 +45,8 @@ class Faults:
     stalled: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     bytes_per_second: float | None = None
+    not_served: set[str] = field(default_factory=set)  # listed, but resolve answers 404
+    corrupt: set[str] = field(default_factory=set)  # served with a byte flipped
 
 
 class HubServer:
@@ -166,7 +168,7 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
         def _resolve(self, revision: str, name: str) -> None:
             if revision not in ("main", COMMIT):
                 return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-            if name not in hub.files:
+            if name not in hub.files or name in hub.faults.not_served:
                 return self._error(404, "EntryNotFound", f"{name} does not exist")
             data = hub.files[name]
             headers = {"X-Repo-Commit": COMMIT}
@@ -190,6 +192,8 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 if start >= len(data):
                     return self._error(416, "", "Range Not Satisfiable")
                 headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+            if name in hub.faults.corrupt:
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
             status = 206 if spec else 200
             self.send_response(status)
             for key, value in (headers | {"Content-Length": str(len(data) - start)}).items():

@@ -158,3 +158,22 @@ def test_running_out_of_space_mid_download_says_disk_full(
     ):
         fetch_into(tmp_path / "main")
     assert not (tmp_path / "main").exists()
+
+
+def test_a_file_the_hub_lists_but_does_not_serve_fails_the_fetch_and_keeps_no_marker(
+    hub: HubServer, fetch_into: FetchInto, tmp_path: Path
+) -> None:
+    hub.faults.not_served.add("tokenizer.json")
+    with pytest.raises(FetchError, match=r"HTTP 404 \(EntryNotFound.*tokenizer\.json is listed"):
+        fetch_into(tmp_path / "main")
+    assert not (tmp_path / "main").exists()
+
+
+def test_bytes_that_never_match_the_listed_digest_fail_after_a_second_try(
+    hub: HubServer, fetch_into: FetchInto, tmp_path: Path
+) -> None:
+    hub.faults.corrupt.add("config.json")
+    with pytest.raises(FetchError, match=r"config\.json .* does not match its listed digest"):
+        fetch_into(tmp_path / "main")
+    assert len(hub.file_requests("config.json")) == 2
+    assert not (tmp_path / "main").exists()
