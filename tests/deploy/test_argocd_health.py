@@ -8,9 +8,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import lupa.lua51 as lua51
 import pytest
 import yaml
+from argocd_support import SCRIPT, health
 from factories import make_manifest
 from kube_emulator import merge_patch
 from r1_operator import status
@@ -19,23 +19,9 @@ from r1_operator.validation import InvalidSpecError, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "deploy" / "argocd"
-SCRIPT = (ARGOCD / "health.lua").read_text()
 HEALTH_KEY = "resource.customizations.health.r1-operator.dev_DeepSeekDeployment"
 T0 = "2026-01-01T00:00:00Z"
 Obj = dict[str, Any]
-
-
-def health(obj: Obj) -> tuple[str, str]:
-    """(status, message) that the script returns for `obj`, in a fresh Lua 5.1 state without
-    the libraries Argo CD's sandbox leaves out (io, os, package loading)."""
-    runtime = lua51.LuaRuntime(register_eval=False, register_builtins=False)
-    assert runtime.eval("_VERSION") == "Lua 5.1"
-    lua_globals = runtime.globals()
-    for unsafe in ("io", "os", "require", "dofile", "loadfile", "load", "loadstring", "package"):
-        lua_globals[unsafe] = None
-    lua_globals.obj = runtime.table_from(copy.deepcopy(obj), recursive=True)
-    result = runtime.execute(SCRIPT)
-    return str(result["status"]), str(result["message"])
 
 
 def workload(ready: int, replicas: int = 1, updated: int | None = None, **extra: Any) -> Obj:

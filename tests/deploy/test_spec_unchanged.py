@@ -2,7 +2,8 @@
 in sync (docs/gitops.md). The real operator (r1_operator.handlers under kopf) runs against the
 API emulator of tests/operator_harness.py; tests play the controllers by setting children's
 status and check, after reconciles by every trigger, that the stored spec is the applied one
-byte for byte and that metadata.generation (which moves on spec changes only) never moved."""
+byte for byte and that metadata.generation (which moves on spec changes only) never moved.
+Argo CD's health check then reads the status the running operator wrote."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import prometheus_client
 import pytest
 import yaml
+from argocd_support import health
 from factories import EXAMPLES, make_manifest
 from operator_harness import (
     Cluster,
@@ -64,19 +66,23 @@ def example(name: str) -> Obj:
 
 
 CASES = [
-    pytest.param(example("deepseek.yaml"), id="the GPU example with an autoscaler"),
-    pytest.param(example("cpu-demo.yaml"), id="the CPU demo"),
+    pytest.param(example("deepseek.yaml"), "Healthy", id="the GPU example with an autoscaler"),
+    pytest.param(example("cpu-demo.yaml"), "Healthy", id="the CPU demo"),
     pytest.param(
-        example("deepseek-r1-671b.yaml"), id="multi-node, waiting for the LeaderWorkerSet API"
+        example("deepseek-r1-671b.yaml"),
+        "Progressing",
+        id="multi-node, waiting for the LeaderWorkerSet API",
     ),
     pytest.param(
-        make_manifest({"engine": {"backend": "onnx"}}), id="an invalid spec refused as Failed"
+        make_manifest({"engine": {"backend": "onnx"}}),
+        "Degraded",
+        id="an invalid spec refused as Failed",
     ),
 ]
 
 
-@pytest.mark.parametrize("applied", CASES)
-def test_reconciling_never_changes_the_spec(r1: Cluster, applied: Obj) -> None:
+@pytest.mark.parametrize(("applied", "argocd_health"), CASES)
+def test_reconciling_never_changes_the_spec(r1: Cluster, applied: Obj, argocd_health: str) -> None:
     namespace = next(NAMESPACES)
     applied["metadata"]["namespace"] = namespace
     before = spec_bytes(applied)
@@ -107,7 +113,8 @@ def test_reconciling_never_changes_the_spec(r1: Cluster, applied: Obj) -> None:
     final = stored(r1, applied)
     assert spec_bytes(final) == before, "the operator changed the spec it was given"
     assert final["metadata"]["generation"] == 1
-    assert final["status"]["phase"]
+    # What Argo CD's health check (deploy/argocd/health.lua) makes of what the operator wrote.
+    assert health(final)[0] == argocd_health, health(final)
     r1.delete("DeepSeekDeployment", namespace, name)
     wait_for(lambda: r1.get("DeepSeekDeployment", namespace, name) is None, what="deletion")
     r1.server.serve_leaderworkersets(False)
