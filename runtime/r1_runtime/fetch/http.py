@@ -109,7 +109,8 @@ class HttpClient:
         error.close()
         if error.code in RETRYABLE_STATUS:
             return RetryableError(f"HTTP {error.code} from {_origin(url)}")
-        detail = f" ({code}: {message})" if code or message else ""
+        said = ": ".join(part for part in (code, message) if part)
+        detail = f" ({said})" if said else ""
         explained = self._explain(error.code, url, code)
         return HttpStatusError(f"HTTP {error.code}{detail}: {explained}", error.code)
 

@@ -36,7 +36,7 @@ def parse_source(
         if not REPO.match(repo):
             raise UsageError(f"--source {source}: expected hf://<org>/<repo>")
         endpoint = (env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-        token = env.get("HF_TOKEN") or credentials
+        token = env.get("HF_TOKEN", "").strip() or credentials  # a Secret's trailing newline
         return HubSource(repo=repo, revision=revision or "main", endpoint=endpoint, token=token)
     if revision is not None:
         raise UsageError(f"--revision applies to hf:// sources only, not to --source {source}")

@@ -35,7 +35,8 @@ def run(
             "org/demo",
             "main",
             None,
-            r"HTTP 401 .*org/demo needs a token .*no HF_TOKEN is set .*tokenSecretRef",
+            r"HTTP 401 \(Invalid credentials in Authorization header\): "
+            r"org/demo needs a token .*no HF_TOKEN is set .*tokenSecretRef",
             id="no token for a private repo names HF_TOKEN and the Secret",
         ),
         pytest.param(
