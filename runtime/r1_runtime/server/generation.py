@@ -31,11 +31,13 @@ class OutputText:
         stops: list[str],
         split_reasoning: bool,
         redaction_rules: tuple[Rule, ...] = (),
+        keep_text: bool = False,
     ) -> None:
         self._detokenizer = IncrementalDetokenizer(tokenizer)
         self._stops = StopMatcher(stops)
         self._reasoning = ReasoningParser() if split_reasoning else None
         self._redaction = DeltaRedactor(redaction_rules)
+        self._kept: list[Delta] | None = [] if keep_text else None
 
     @property
     def is_stopped(self) -> bool:
@@ -45,9 +47,19 @@ class OutputText:
     def num_redactions(self) -> int:
         return self._redaction.num_redactions
 
+    @property
+    def kept_text(self) -> Delta | None:
+        """Everything emitted so far, joined, with `keep_text`; else None."""
+        if self._kept is None:
+            return None
+        return Delta(
+            "".join(delta.reasoning for delta in self._kept),
+            "".join(delta.content for delta in self._kept),
+        )
+
     def push(self, token_ids: list[int]) -> Delta:
         text, _ = self._stops.push(self._detokenizer.push(token_ids))
-        return self._redaction.push(self._split(text))
+        return self._emit(self._redaction.push(self._split(text)))
 
     def finish(self) -> Delta:
         """What the pipeline still holds, once the engine is done with the request."""
@@ -58,7 +70,12 @@ class OutputText:
         if self._reasoning is not None:
             tail = self._reasoning.finish()
             delta = Delta(delta.reasoning + tail.reasoning, delta.content + tail.content)
-        return self._redaction.finish(delta)
+        return self._emit(self._redaction.finish(delta))
+
+    def _emit(self, delta: Delta) -> Delta:
+        if self._kept is not None:
+            self._kept.append(delta)
+        return delta
 
     def _split(self, text: str) -> Delta:
         return self._reasoning.push(text) if self._reasoning else Delta(content=text)
@@ -148,11 +165,6 @@ class Generation:
         self.num_completion_tokens = 0
         self.finish_reason: str | None = None
         self._is_closed = False
-
-    @property
-    def num_redactions(self) -> int:
-        """Matches of the redaction rules replaced in the output so far."""
-        return self._text.num_redactions
 
     async def deltas(self) -> AsyncGenerator[Delta, None]:
         """Text deltas, none of them empty. Closing the iterator early (the client went

@@ -1,5 +1,5 @@
 """The security profile applied to each API request: its prompt screened by the input filter,
-its output redacted (`OutputText` does that, with `Review.redaction_rules`), and one audit line
+its output redacted (by the `OutputText` that `Review.output_text` makes), and one audit line
 written when its response is done."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from r1_runtime.security.audit import AuditLog
 from r1_runtime.security.input_filter import PromptBlocked
-from r1_runtime.security.redaction import Rule
 from r1_runtime.security.settings import SecuritySettings
 from r1_runtime.server.errors import APIError
+from r1_runtime.server.generation import OutputText
+from r1_runtime.server.reasoning import Delta
 
 REVIEW_STATE = "review"
 CLIENT_CERT_SUBJECT = "client_cert_subject"  # set per connection by serve.ClientCertProtocol
@@ -32,9 +33,6 @@ class Observed(Protocol):
     num_completion_tokens: int
     finish_reason: str | None
 
-    @property
-    def num_redactions(self) -> int: ...
-
 
 @dataclass
 class Review:
@@ -46,10 +44,19 @@ class Review:
     prompt: str | None = None
     is_blocked: bool = False
     generation: Observed | None = None
+    text: OutputText | None = None
 
-    @property
-    def redaction_rules(self) -> tuple[Rule, ...]:
-        return self.security.redaction_rules
+    def output_text(self, tokenizer: Any, stops: list[str], split_reasoning: bool) -> OutputText:
+        """The request's text pipeline, with the redaction rules; it keeps the output for the
+        audit when prompts (and so completions) go into it."""
+        self.text = OutputText(
+            tokenizer,
+            stops,
+            split_reasoning,
+            self.security.redaction_rules,
+            keep_text=self.security.audit.include_prompts,
+        )
+        return self.text
 
     @property
     def needs_prompt(self) -> bool:
@@ -67,7 +74,8 @@ class Review:
             raise APIError(400, str(error), code=error.code) from None
 
     def entry(self, scope: Scope, status: int, seconds: float) -> dict[str, Any]:
-        """The audit entry: who, when, what, how it ended; the prompt only if asked for."""
+        """The audit entry: who, when, what, how it ended; prompt and completion only if asked
+        for (the completion as the client got it: redacted)."""
         generation = self.generation
         entry = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -83,11 +91,14 @@ class Review:
             "completion_tokens": generation.num_completion_tokens if generation else None,
             "finish_reason": generation.finish_reason if generation else None,
             "blocked": int(self.is_blocked),
-            "redacted": generation.num_redactions if generation else 0,
+            "redacted": self.text.num_redactions if self.text else 0,
             "duration_ms": round(seconds * 1000),
         }
         if self.security.audit.include_prompts:
+            output = (self.text.kept_text if self.text else None) or Delta()
             entry["prompt"] = self.prompt
+            entry["completion"] = output.content if self.text else None
+            entry["reasoning"] = output.reasoning or None
         return entry
 
 

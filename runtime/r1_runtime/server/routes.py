@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from r1_runtime.server import generation as generations
 from r1_runtime.server.errors import APIError, error_body
-from r1_runtime.server.generation import Generation, OutputText
+from r1_runtime.server.generation import Generation
 from r1_runtime.server.model import LoadedModel
 from r1_runtime.server.prompts import chat_prompt, completion_prompt, sampling_params
 from r1_runtime.server.protocol import (
@@ -83,7 +83,7 @@ async def create_chat_completion(
     prompt = chat_prompt(model, body.messages, review.screen)
     params = sampling_params(model, body, len(prompt), body.output_limit)
     is_reasoning = model.think_end_token_id is not None
-    text = OutputText(model.tokenizer, body.stop_strings, is_reasoning, review.redaction_rules)
+    text = review.output_text(model.tokenizer, body.stop_strings, split_reasoning=is_reasoning)
     generation = await generations.start(state, prompt, params, text)
     request_id = review.request_id = f"chatcmpl-{uuid.uuid4().hex}"
     review.generation = generation
@@ -113,7 +113,7 @@ async def create_completion(
     screen = review.screen if review.needs_prompt else None
     prompt = completion_prompt(model, body.prompt, screen)
     params = sampling_params(model, body, len(prompt), body.output_limit)
-    text = OutputText(model.tokenizer, body.stop_strings, False, review.redaction_rules)
+    text = review.output_text(model.tokenizer, body.stop_strings, split_reasoning=False)
     generation = await generations.start(state, prompt, params, text)
     request_id = review.request_id = f"cmpl-{uuid.uuid4().hex}"
     review.generation = generation

@@ -4,6 +4,7 @@ key; the client certificate's subject; the prompt only when the settings ask for
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +47,7 @@ def test_the_prompt_is_recorded_only_when_asked_for(include_prompts: bool) -> No
     entry = review.entry(scope(authorization="Bearer s3cret-key"), 200, 0.25)
     assert ("prompt" in entry) is include_prompts
     assert entry.get("prompt", "the prompt text") == "the prompt text"
+    assert entry.get("completion") is None  # no generation: refused before the engine
     assert entry["key_id"] == key_id(b"Bearer s3cret-key")
     assert entry["client_cert"] == "O=Acme,CN=batch-client"
     assert (entry["client"], entry["status"], entry["duration_ms"]) == ("10.0.0.7", 200, 250)
@@ -58,3 +60,24 @@ def test_a_blocked_prompt_is_counted_and_becomes_a_400() -> None:
         review.screen("a forbidden word")
     assert (raised.value.status_code, raised.value.code) == (400, "content_blocked")
     assert review.entry(scope(), 400, 0.0)["blocked"] == 1
+
+
+def test_the_completion_is_recorded_as_the_client_got_it(demo_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    security = parse_security(
+        {
+            "outputRedaction": {"patterns": [{"name": "id", "regex": "EMP-[0-9]{6}"}]},
+            "audit": {"enabled": True, "includePrompts": True},
+        }
+    )
+    review = Review(security)
+    tokenizer = AutoTokenizer.from_pretrained(demo_model_dir)
+    text = review.output_text(tokenizer, [], split_reasoning=True)
+    token_ids = tokenizer.encode("think EMP-123456</think>\n\nanswer", add_special_tokens=False)
+    for token_id in token_ids:
+        text.push([token_id])
+    text.finish()
+    entry = review.entry(scope(), 200, 1.0)
+    assert (entry["reasoning"], entry["completion"]) == ("think [REDACTED:id]", "\n\nanswer")
+    assert entry["redacted"] == 1
