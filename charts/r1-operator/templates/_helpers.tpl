@@ -49,25 +49,18 @@ fails when these rules grant less or more.
 
 {{/* Namespaced resources: a ClusterRole rule cluster-wide, a Role rule per namespace. */}}
 {{- define "r1-operator.namespacedRules" -}}
-# Watched by kopf (list, watch), patched for its finalizer and progress annotations, read
-# by the child-event handler (get); status is written by reconcile.
+# Watched by kopf (list, watch), read afresh before each reconcile (get), patched by kopf
+# for its finalizer and progress annotations; reconcile writes the status.
 - apiGroups: ["r1-operator.dev"]
   resources: ["deepseekdeployments"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["r1-operator.dev"]
   resources: ["deepseekdeployments/status"]
   verbs: ["patch"]
-# Children: listed by label, server-side applied (patch creates), pruned (delete).
-# Deployments and LeaderWorkerSets are also watched (kopf event handlers).
+# Children: listed by label, server-side applied (a patch that also creates), pruned.
 - apiGroups: [""]
   resources: ["configmaps", "persistentvolumeclaims", "services"]
   verbs: ["list", "patch", "delete"]
-- apiGroups: ["apps"]
-  resources: ["deployments"]
-  verbs: ["list", "watch", "patch", "delete"]
-- apiGroups: ["leaderworkerset.x-k8s.io"]
-  resources: ["leaderworkersets"]
-  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["list", "patch", "delete"]
@@ -77,6 +70,21 @@ fails when these rules grant less or more.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["list", "patch", "delete"]
+# Children that kopf also watches, so their progress reaches the status at once: the
+# workloads and the engine pre-build Job.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["list", "watch", "patch", "delete"]
+- apiGroups: ["leaderworkerset.x-k8s.io"]
+  resources: ["leaderworkersets"]
+  verbs: ["list", "watch", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["list", "watch", "patch", "delete"]
+# Pods are only read: their stages (fetching, building, ready) go into the status.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
 # Events about DeepSeekDeployments (reconcile's phase changes, kopf's warnings).
 - apiGroups: [""]
   resources: ["events"]
