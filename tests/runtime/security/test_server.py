@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import httpx
 import openai
 import pytest
 import regex
+import trustme
 from r1_runtime.config import Settings
 from r1_runtime.security.audit import audit_path, verify
 from r1_runtime.security.redaction import Rule, redact
@@ -249,3 +251,35 @@ def test_the_server_writes_an_intact_chain(secured: RunningServer) -> None:
     path = audit_path(secured.state.config.log_dir or Path(), POD)
     result = verify(path)
     assert result.is_intact, result.problem
+
+
+def test_the_audit_names_the_client_certificate_under_mutual_tls(
+    demo_model_dir: Path, api_key_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server_ca, client_ca = trustme.CA(), trustme.CA()
+    cert = server_ca.issue_cert("127.0.0.1")
+    files = {name: tmp_path / name for name in ("tls.crt", "tls.key", "ca.crt")}
+    cert.cert_chain_pems[0].write_to_path(files["tls.crt"])
+    cert.private_key_pem.write_to_path(files["tls.key"])
+    client_ca.cert_pem.write_to_path(files["ca.crt"])
+    context = ssl.create_default_context()
+    server_ca.configure_trust(context)
+    client = client_ca.issue_cert("client", common_name="batch-client", organization_name="Acme")
+    client.configure_cert(context)
+    monkeypatch.setenv("HOSTNAME", POD)
+    settings = Settings(security=parse_security({"audit": {"enabled": True}}))
+    tls = {"tls_cert": files["tls.crt"], "tls_key": files["tls.key"]}
+    with serve(
+        demo_model_dir,
+        api_key_file,
+        settings=settings,
+        log_dir=tmp_path / "logs",
+        tls_client_ca=files["ca.crt"],
+        **tls,
+    ) as server:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        response = httpx.get(f"{server.base_url}/v1/models", headers=headers, verify=context)
+        assert response.status_code == 200
+        (line,) = audit_lines(server, 1)
+    assert line["status"] == 200 and line["endpoint"] == "/v1/models"
+    assert "CN=batch-client" in line["client_cert"] and "O=Acme" in line["client_cert"]
