@@ -58,6 +58,7 @@ class AuditLog:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
+        logger.info("audit log %s: the chain continues from %s", path, self._prev)
 
     def record(self, entry: dict[str, Any]) -> None:
         self._queue.put(entry)
