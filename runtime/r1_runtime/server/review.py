@@ -54,7 +54,7 @@ class Review:
             stops,
             split_reasoning,
             self.security.redaction_rules,
-            keep_text=self.security.audit.include_prompts,
+            keep_text=self.security.audit.enabled and self.security.audit.include_prompts,
         )
         return self.text
 
@@ -126,7 +126,7 @@ def cert_subject(peercert: dict[str, Any] | None) -> str | None:
 
 def request_review(request: Request) -> Review:
     """The route dependency: the `Review` that `RequestReview` made for this request."""
-    review: Review = request.state.review
+    review: Review = getattr(request.state, REVIEW_STATE)
     return review
 
 
