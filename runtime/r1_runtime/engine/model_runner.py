@@ -7,6 +7,7 @@ Two runners share the contract: `PagedModelRunner` (our decoder over the paged K
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -17,7 +18,7 @@ from r1_runtime.engine import kv_cache
 from r1_runtime.engine.sampler import Sampler
 from r1_runtime.engine.scheduler import ScheduledBatch
 from r1_runtime.engine.step_inputs import prepare_inputs
-from r1_runtime.models.attention import can_use_flash_attention
+from r1_runtime.models.attention import AttentionMetadata, can_use_flash_attention
 from r1_runtime.models.config import DecoderConfig, UnsupportedConfigError, read_config
 from r1_runtime.models.decoder import DecoderForCausalLM
 from r1_runtime.models.layers import can_pack
@@ -33,6 +34,13 @@ class ModelRunner(Protocol):
     def run(self, batch: ScheduledBatch) -> list[int]:
         """Compute the batch's tokens; one sampled id per `batch.sampled` entry, in order."""
         ...
+
+
+# (input_ids, positions, kv_cache, meta, sample_indices) -> fp32 logits of the sampled rows:
+# `DecoderForCausalLM.sampled_logits`, or a compiled form of it
+StepLogits = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor], torch.Tensor
+]
 
 
 class PagedModelRunner:
@@ -52,16 +60,19 @@ class PagedModelRunner:
         self.device = kv_cache.device
         self.use_flash = use_flash
         self.sampler = sampler or Sampler()
+        # What runs the model for a step; a backend (`engine.backends`) may replace it.
+        self.step_logits: StepLogits = model.sampled_logits
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> list[int]:
         if not batch.seqs:
             return []
         inputs = prepare_inputs(batch, self.block_size, use_flash=self.use_flash).to(self.device)
-        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_cache, inputs.meta)
+        logits = self.step_logits(
+            inputs.input_ids, inputs.positions, self.kv_cache, inputs.meta, inputs.sample_indices
+        )
         if not batch.sampled:
             return []
-        logits = self.model.compute_logits(hidden[inputs.sample_indices])
         sampled = self.sampler(logits, [entry.seq for entry in batch.sampled])
         return list(sampled.tolist())  # NOTE: the step's only host-device sync
 

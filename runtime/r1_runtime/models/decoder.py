@@ -148,6 +148,18 @@ class DecoderForCausalLM(nn.Module):
             x = layer(x, rope, layer_cache, attention)
         return x
 
+    def sampled_logits(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        sample_indices: torch.Tensor,
+    ) -> torch.Tensor:
+        """One engine step: `forward`, then the fp32 logits of the `sample_indices` rows."""
+        hidden = self(input_ids, positions, kv_cache, meta)
+        return self.compute_logits(hidden[sample_indices])
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.lm_head(self.model.norm(hidden))
         return logits.float()

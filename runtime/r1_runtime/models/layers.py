@@ -7,6 +7,7 @@ it empty on the target device and overwrites every parameter from the checkpoint
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,15 +55,50 @@ def can_pack(dtype: torch.dtype) -> bool:
 def _packed_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None
 ) -> torch.Tensor:
-    # NOTE: torch's own fp32 linear goes through MKL, which runs its slow generic code on AMD
-    # CPUs (~200 GFLOP/s on 2 cores here, against ~500 for oneDNN with a prepacked weight); bf16
-    # gains ~2x for single rows. These are the ops inductor's weight prepacking emits:
-    # https://github.com/pytorch/pytorch/blob/v2.6.0/torch/_inductor/fx_passes/mkldnn_fusion.py
+    out: torch.Tensor = torch.ops.r1.packed_linear(x, weight, bias, residual, weight.shape[0])
+    return out
+
+
+# NOTE: torch's own fp32 linear goes through MKL, which runs its slow generic code on AMD CPUs
+# (~200 GFLOP/s on 2 cores here, against ~500 for oneDNN with a prepacked weight); bf16 gains
+# ~2x for single rows. These are the ops inductor's weight prepacking emits:
+# https://github.com/pytorch/pytorch/blob/v2.6.0/torch/_inductor/fx_passes/mkldnn_fusion.py
+# They are wrapped in an op of our own, with a shape function, so that torch.compile traces
+# them as one opaque call (inductor's lowering of the raw mkldnn ops wants its own packing).
+_LIBRARY: Any = torch.library.Library("r1", "DEF")  # type: ignore[no-untyped-call]
+_LIBRARY.define(
+    "packed_linear(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, SymInt out_features)"
+    " -> Tensor"
+)
+
+
+def _packed_linear_cpu(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    out_features: int,
+) -> torch.Tensor:
     if residual is None:
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     else:
         out = torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
     return out
+
+
+def _packed_linear_shape(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    out_features: int,
+) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], out_features)
+
+
+_LIBRARY.impl("packed_linear", _packed_linear_cpu, "CPU")
+_LIBRARY.impl("packed_linear", _packed_linear_cpu, "MkldnnCPU")  # bf16 packed weights
+torch.library.register_fake("r1::packed_linear", _packed_linear_shape, lib=_LIBRARY)
 
 
 class Embedding(nn.Module):

@@ -1,0 +1,93 @@
+"""The `tensorrt` backend: the runner's step through Torch-TensorRT's torch.compile backend on an
+NVIDIA GPU, its built TensorRT engines serialized into the engine entry.
+
+Torch-TensorRT partitions the step's graph: the dense parts (projections, norms, rotary, MLP)
+become TensorRT engines, the paged KV cache writes and attention stay PyTorch ops between them.
+Engines are built for the shapes `compile_backend.warm_up` runs and written to
+`entry/tensorrt` (`engine_cache_dir`); a later start with the same entry reuses them
+(`reuse_cached_engines`) instead of building.
+
+NOTE: unverified on hardware by its authors (no GPU where it was written); the `gpu`-marked test
+in tests/runtime/test_backends.py builds, reloads and compares it with eager.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from r1_runtime.config import ConfigError
+from r1_runtime.engine.backends import package_version, paged_runner
+
+if TYPE_CHECKING:
+    from r1_runtime.engine.llm_engine import LLMEngine
+
+logger = logging.getLogger(__name__)
+
+TENSORRT_DIR = "tensorrt"  # inside the entry
+ENGINE_CACHE_BYTES = 8 << 30  # Torch-TensorRT evicts beyond this; an entry holds one model
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+    needs_cache = True
+
+    def __init__(self, device: torch.device, torch_tensorrt: Any) -> None:
+        self.device = device
+        self.torch_tensorrt = torch_tensorrt
+        self.last_prepare_seconds: float | None = None
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> TensorRTBackend:
+        """Raises `ConfigError` without an NVIDIA GPU or without Torch-TensorRT installed."""
+        if device.type != "cuda" or not torch.cuda.is_available() or torch.version.cuda is None:
+            raise ConfigError(
+                "--backend tensorrt needs an NVIDIA GPU, and none is visible here; "
+                "use --backend compile (CPU) or eager"
+            )
+        try:
+            torch_tensorrt = importlib.import_module("torch_tensorrt")
+        except ImportError as error:
+            raise ConfigError(
+                "--backend tensorrt needs Torch-TensorRT (`pip install r1-operator[gpu]` or "
+                f"`pip install torch-tensorrt`), which does not import here: {error}"
+            ) from error
+        return cls(device, torch_tensorrt)
+
+    def versions(self) -> dict[str, str]:
+        """torch, Torch-TensorRT and TensorRT: serialized engines are tied to all three."""
+        return {
+            "torch": torch.__version__,
+            "torch_tensorrt": str(self.torch_tensorrt.__version__),
+            "tensorrt": package_version("tensorrt") or "unknown",
+        }
+
+    def prepare(self, engine: LLMEngine, entry: Path) -> None:
+        from r1_runtime.engine.compile_backend import warm_up, without_recompiling
+
+        runner = paged_runner(engine, self.name)
+        cache_dir = entry / TENSORRT_DIR
+        cache_dir.mkdir(exist_ok=True)
+        options: dict[str, Any] = {
+            "enabled_precisions": {runner.kv_cache.dtype},
+            "use_python_runtime": False,
+            "min_block_size": 1,
+            "cache_built_engines": True,
+            "reuse_cached_engines": True,
+            "engine_cache_dir": str(cache_dir),
+            "engine_cache_size": ENGINE_CACHE_BYTES,
+        }
+        compiled = torch.compile(
+            runner.model.sampled_logits, backend="tensorrt", dynamic=False, options=options
+        )
+        start = time.perf_counter()
+        runner.step_logits = compiled
+        warm_up(engine)
+        runner.step_logits = without_recompiling(compiled)
+        self.last_prepare_seconds = time.perf_counter() - start
+        logger.info("tensorrt backend ready from %s in %.1f s", entry, self.last_prepare_seconds)
