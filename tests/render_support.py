@@ -229,6 +229,7 @@ def manifests(draw: st.DrawFn) -> dict[str, Any]:
             "maxModelLen": draw(st.none() | st.integers(16, 1_048_576)),
             "gpuMemoryUtilization": draw(st.floats(0.11, 0.99)),
             "buildOnStart": draw(st.booleans()),
+            "prebuild": shape["nodes"] == 1 and draw(st.booleans()),
         },
         "storage": {tier: shared(draw(TIER), shape["nodes"]) for tier in ("hot", "warm", "cold")},
         "nccl": {
@@ -261,8 +262,15 @@ def manifests(draw: st.DrawFn) -> dict[str, Any]:
                 "allowedPodLabels": draw(st.sampled_from([[], [{"role": "client"}]])),
                 "metricsNamespaces": draw(st.sampled_from([[], ["monitoring"]])),
             },
-            "inputFilter": draw(st.booleans()),
-            "outputFilter": draw(st.booleans()),
+            "inputFilter": {
+                "denyPatterns": draw(st.sampled_from([[], ["(?i)ignore (all )?previous"]])),
+                "maxPromptChars": draw(st.none() | st.integers(1, 1 << 20)),
+            },
+            "outputRedaction": {
+                "builtins": draw(st.sampled_from([[], ["pii"], ["pii", "secrets"]])),
+                "patterns": draw(st.sampled_from([[], [{"name": "ticket", "regex": r"T-\d{6}"}]])),
+            },
+            "audit": {"enabled": draw(st.booleans()), "includePrompts": draw(st.booleans())},
         },
         "image": {
             "tag": draw(st.sampled_from(["0.1.0", "sha256:" + "ab" * 32])),

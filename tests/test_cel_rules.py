@@ -134,6 +134,7 @@ CLAIMED = "an existing claim with a storage class is rejected"
 SOURCE, RANKS, TENSORRT = "set exactly one of", "parallelism.tensor x", "engine.backend tensorrt"
 REPLICAS, CLAIM, ENV = "autoscaling.minReplicas", "existingClaim and", "every key of nccl.extraEnv"
 SPREAD = "storage.<tier>.accessModes"
+PREBUILD = "engine.prebuild needs"
 
 
 def case(overrides: dict[str, Any], broken: str | None, id: str) -> Any:
@@ -192,6 +193,22 @@ CASES = [
         tier("cold", accessModes=["ReadWriteOnce"]),
         OK,
         id="a ReadWriteOnce tier for a single-node replica is accepted",
+    ),
+    case(
+        {**gpus(8, 8), "engine": {"prebuild": True}},
+        OK,
+        id="a pre-build for a single-node replica is accepted",
+    ),
+    case(
+        {
+            **gpus(8, 8, 2, nodes=2),
+            "engine": {"prebuild": True},
+            **tier("warm", existingClaim="w"),
+            **tier("hot", existingClaim="h"),
+            **tier("cold", existingClaim="c"),
+        },
+        PREBUILD,
+        id="a pre-build for a replica across 2 nodes is rejected",
     ),
 ]
 

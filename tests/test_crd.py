@@ -255,7 +255,11 @@ def make_full_object(source: str, existing_claims: tuple[str, ...] = ()) -> dict
                 "enabled": True, "allowedNamespaces": ["apps"],
                 "allowedPodLabels": [{"app": "chat"}], "metricsNamespaces": ["monitoring"],
             },
-            "inputFilter": False, "outputFilter": False,
+            "inputFilter": {"denyPatterns": ["(?i)ignore previous"], "maxPromptChars": 65536},
+            "outputRedaction": {
+                "builtins": ["secrets"], "patterns": [{"name": "ticket", "regex": "T-[0-9]+"}],
+            },
+            "audit": {"enabled": True, "includePrompts": True},
         },
         "image": {
             "repository": "registry.local/r1-runtime", "tag": "sha256:abc",
@@ -272,6 +276,9 @@ def make_full_object(source: str, existing_claims: tuple[str, ...] = ()) -> dict
         "selector": "app.kubernetes.io/instance=r1", "endpoint": "http://r1.ml:8443",
         "engineCacheKey": "abc123",
     }  # fmt: skip
+    if source == "uri":  # a pre-build Job runs one pod: a single-node replica
+        spec["parallelism"] = {"tensor": 8, "pipeline": 1, "nodes": 1}
+        spec["engine"] = {**spec["engine"], "prebuild": True}
     manifest = make_manifest(spec)
     return {**manifest, "status": status}
 

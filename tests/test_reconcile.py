@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from factories import make_manifest
 from r1_operator import labels
-from r1_operator.kube import Kind, Manifest
+from r1_operator.kube import POD, Kind, Manifest
 from r1_operator.reconcile import LeaderWorkerSetMissingError, reconcile
 from r1_operator.validation import InvalidSpecError
 
@@ -37,6 +37,9 @@ class FakeKube:
             for (k, _), obj in self.objects.items()
             if k == kind.kind and obj["metadata"]["labels"].get(labels.DEPLOYMENT) == owner
         ]
+
+    def list_pods(self, namespace: str, owner: str) -> list[Manifest]:
+        return self.list_children(POD, namespace, owner)
 
     def apply(self, manifest: Manifest) -> Manifest:
         self.writes.append(("apply", manifest["kind"], manifest["metadata"]["name"]))
@@ -164,3 +167,59 @@ def test_an_object_being_deleted_is_left_alone() -> None:
     body["metadata"]["deletionTimestamp"] = NOW
     assert reconcile(kube, body, NOW) is None
     assert kube.writes == []
+
+
+# --- the pre-build Job --------------------------------------------------------------------
+
+PREBUILD = {"engine": {"prebuild": True}}
+
+
+def finish_job(kube: FakeKube, message: str) -> str:
+    """Play the Job controller and the kubelet: the Job completes, its pod holds `message`."""
+    name = next(name for kind, name in kube.objects if kind == "Job")
+    kube.objects[("Job", name)]["status"] = {
+        "conditions": [{"type": "Complete", "status": "True"}],
+        "succeeded": 1,
+    }
+    pod_labels = {labels.DEPLOYMENT: "r1", labels.COMPONENT: "prebuild", "job-name": name}
+    terminated = {"exitCode": 0, "message": message}
+    kube.objects[("Pod", f"{name}-x")] = {
+        "kind": "Pod",
+        "metadata": {"name": f"{name}-x", "labels": pod_labels},
+        "status": {"containerStatuses": [{"name": "build", "state": {"terminated": terminated}}]},
+    }
+    return name
+
+
+def test_the_workload_waits_for_the_prebuild_job_then_rolls_out() -> None:
+    kube = FakeKube()
+    reconcile(kube, make_body(kube, PREBUILD), NOW)
+    assert "Job" in kinds(kube) and "Deployment" not in kinds(kube)
+    assert (kube.status["phase"], kube.status["conditions"][0]["reason"]) == (
+        "Building",
+        "Prebuilding",
+    )
+    finish_job(kube, '{"engineCacheKey": "abc", "entry": "/cache/engines/abc", "built": true}')
+    kube.writes.clear()
+    reconcile(kube, make_body(kube, PREBUILD), NOW)
+    assert ("apply", "Deployment", "r1") in kube.writes
+    assert kube.status["engineCacheKey"] == "abc"
+    kube.writes.clear()
+    reconcile(kube, make_body(kube, PREBUILD), NOW)
+    assert kube.writes == []
+
+
+def test_a_new_engine_setting_keeps_the_old_workload_until_its_job_succeeds() -> None:
+    kube = FakeKube()
+    reconcile(kube, make_body(kube, PREBUILD), NOW)
+    old_job = finish_job(kube, '{"engineCacheKey": "abc"}')
+    reconcile(kube, make_body(kube, PREBUILD), NOW)
+    serving = copy.deepcopy(kube.objects[("Deployment", "r1")])
+    kube.writes.clear()
+    changed = {"engine": {"prebuild": True, "maxNumSeqs": 16}}
+    reconcile(kube, make_body(kube, changed), NOW)
+    applied = [(kind, name) for verb, kind, name in kube.writes if verb == "apply"]
+    assert [kind for kind, _ in applied] == ["Job"] and applied[0][1] != old_job
+    assert ("delete", "Job", old_job) in kube.writes
+    assert kube.objects[("Deployment", "r1")] == serving
+    assert kube.status["phase"] == "Building"

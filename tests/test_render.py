@@ -295,13 +295,21 @@ def test_render(overrides: dict[str, Any], holds: Callable[[list[Manifest]], boo
     assert holds(rendered)
 
 
-@pytest.mark.parametrize("setting", ["inputFilter", "outputFilter"])
-def test_changing_a_filter_setting_changes_the_config_hash(setting: str) -> None:
-    def config_hash(value: bool) -> str:
-        template = pod_templates(render(dsd({"security": {setting: value}})))[0]
+@pytest.mark.parametrize(
+    "security",
+    [
+        pytest.param({"inputFilter": {"denyPatterns": ["x"]}}, id="a deny pattern"),
+        pytest.param({"inputFilter": {"maxPromptChars": 100}}, id="a prompt limit"),
+        pytest.param({"outputRedaction": {"builtins": []}}, id="no builtin redactions"),
+        pytest.param({"audit": {"includePrompts": True}}, id="prompts in the audit log"),
+    ],
+)
+def test_changing_a_security_setting_changes_the_config_hash(security: dict[str, Any]) -> None:
+    def config_hash(overrides: dict[str, Any]) -> str:
+        template = pod_templates(render(dsd(overrides)))[0]
         return str(template["metadata"]["annotations"][labels.CONFIG_HASH])
 
-    assert config_hash(True) != config_hash(False)
+    assert config_hash({"security": security}) != config_hash({})
 
 
 @pytest.mark.parametrize(
@@ -346,7 +354,7 @@ def test_every_flag_the_operator_passes_is_documented() -> None:
     passed = {
         arg
         for each in (everything, uri)
-        for arg in args.serve_args(each) + (args.fetch_args(each) or [])
+        for arg in args.serve_args(each) + args.build_args(each) + (args.fetch_args(each) or [])
         if arg.startswith("--")
     }
     assert passed == _documented_flags()

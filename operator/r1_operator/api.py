@@ -9,10 +9,12 @@ serves `r1-operator render` and clusters that skip CEL). A test keeps the pair i
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -241,6 +243,11 @@ class Engine(Spec):
     """Fraction of each GPU's memory the runtime may use for weights and KV cache."""
     build_on_start: bool = True
     """Build the engine on first start when the warm tier has none cached."""
+    prebuild: bool = False
+    """Build the engine in a one-off Job `<name>-prebuild-<hash>` (`r1-runtime build`, a
+    serving pod's image, volumes and GPUs) before the workload rolls out, so replicas start
+    from the cache; a running workload keeps its old spec until the Job succeeds. A failed
+    Job sets phase Failed; delete the Job to retry. Single-node replicas only."""
 
 
 # --- storage -----------------------------------------------------------------------------
@@ -443,15 +450,76 @@ class NetworkPolicySpec(Spec):
     """Namespaces of the metrics scraper (Prometheus), allowed on the API port."""
 
 
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValueError(
+            f"{pattern!r} is not a valid regular expression (Python re): {error}; "
+            "escape characters meant literally, such as ( [ . *, with a backslash"
+        ) from None
+    return pattern
+
+
+Regex = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_compiles)]
+"""A regular expression in Python `re` syntax (the runtime compiles it as is)."""
+
+
+class InputFilter(Spec):
+    """Prompts the runtime refuses with 400 before they reach the engine."""
+
+    deny_patterns: list[Regex] = Field(default_factory=list, max_length=256)
+    """Regular expressions (Python `re`); a prompt any of them matches (`re.search`) is refused."""
+    max_prompt_chars: int | None = Field(default=None, ge=1)
+    """Longest prompt in characters (all messages' text); unset: only the model's limit."""
+
+
+class RedactionPattern(Spec):
+    """One redaction: a match becomes `[REDACTED:<name>]`."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Label in the replacement text."""
+    regex: Regex
+    """Regular expression (Python `re`)."""
+
+
+Builtin = Literal["secrets", "pii"]
+BUILTIN_REDACTIONS: tuple[Builtin, ...] = ("pii", "secrets")
+
+
+class OutputRedaction(Spec):
+    """What the runtime redacts from completions, streamed ones included."""
+
+    builtins: list[Builtin] = Field(
+        default_factory=lambda: list(BUILTIN_REDACTIONS),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    """The runtime's own pattern sets: `secrets` (keys, tokens), `pii` (e-mail, phone, card
+    numbers); an empty list turns them off."""
+    patterns: list[RedactionPattern] = Field(default_factory=list, max_length=256)
+    """More patterns."""
+
+
+class Audit(Spec):
+    """Audit log of requests: JSON lines on the cold tier, hash-chained."""
+
+    enabled: bool = True
+    """Write the audit log (who, when, model, token counts)."""
+    include_prompts: bool = False
+    """Also log prompts and completions."""
+
+
 class Security(Spec):
-    """Network isolation and content filters."""
+    """Network isolation, content filters and the audit log."""
 
     network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
     """Ingress NetworkPolicy."""
-    input_filter: bool = True
-    """Reject prompts matching the runtime's deny patterns."""
-    output_filter: bool = True
-    """Redact secrets and personal data in completions."""
+    input_filter: InputFilter = Field(default_factory=InputFilter)
+    """Prompts refused before the engine."""
+    output_redaction: OutputRedaction = Field(default_factory=OutputRedaction)
+    """Redaction of secrets and personal data in completions."""
+    audit: Audit = Field(default_factory=Audit)
+    """Audit log."""
 
 
 class Image(Spec):
@@ -481,6 +549,12 @@ _SPEC_RULES = cel_rules(
         "self.resources.gpus > 0 || self.engine.backend != 'tensorrt'",
         "engine.backend tensorrt needs resources.gpus >= 1; use compile or eager on CPU",
         ".engine.backend",
+    ),
+    cel(
+        "!self.engine.prebuild || self.parallelism.nodes == 1",
+        "engine.prebuild needs parallelism.nodes 1: a pre-build Job runs one pod; multi-node"
+        " replicas build their engine on first start",
+        ".engine.prebuild",
     ),
     cel(
         "self.parallelism.nodes == 1 || [self.storage.hot, self.storage.warm, self.storage.cold]"
@@ -541,6 +615,11 @@ class DeepSeekDeploymentSpec(Spec):
         if self.resources.gpus == 0 and self.engine.backend == Backend.TENSORRT:
             raise ValueError(
                 "engine.backend tensorrt needs resources.gpus >= 1; use compile or eager on CPU"
+            )
+        if self.engine.prebuild and self.is_multi_node:
+            raise ValueError(
+                "engine.prebuild needs parallelism.nodes 1: a pre-build Job runs one pod; "
+                "multi-node replicas build their engine on first start"
             )
         if self.is_multi_node:
             self._check_multi_node_storage()

@@ -1,9 +1,10 @@
 """Thin kopf handlers: every trigger runs the one level-based reconcile.
 
 Triggers: create, update and resume of a DeepSeekDeployment; a slow timer for drift
-(R1_OPERATOR_DRIFT_INTERVAL seconds); and any change of an owned workload (Deployment,
-LeaderWorkerSet), so readiness reaches the parent's status at once and a deleted
-workload comes back without waiting for the timer.
+(R1_OPERATOR_DRIFT_INTERVAL seconds); any change of an owned workload (Deployment,
+LeaderWorkerSet) or pre-build Job, so readiness reaches the parent's status at once and a
+deleted workload comes back without waiting for the timer; and a pod of a deployment moving
+to another first-start stage (fetching, building, ready).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from r1_operator import labels, metrics
 from r1_operator.api import GROUP, PLURAL, VERSION
+from r1_operator.first_start import pod_stage
 from r1_operator.kube import DEEPSEEK, Kube
 from r1_operator.reconcile import LeaderWorkerSetMissingError, Reconciled, reconcile
 from r1_operator.status import phase_event
@@ -73,6 +75,7 @@ def on_drift_timer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED_LABELS)
 @kopf.on.event("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", labels=OWNED_LABELS)
+@kopf.on.event("batch", "v1", "jobs", labels=OWNED_LABELS)
 def on_workload_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     """A workload version a reconcile already saw (the answer to its own apply) tells
     nothing new; any other version, or a deletion, reconciles the parent."""
@@ -80,6 +83,21 @@ def on_workload_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
     namespace = body.metadata.namespace or "default"
     seen = memo.serial.seen_workload(namespace, owner)
     if owner and (type == "DELETED" or body.metadata.get("resourceVersion") != seen):
+        reconcile_latest(memo, namespace, owner)
+
+
+@kopf.on.event("", "v1", "pods", labels=OWNED_LABELS)
+def on_pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A pod that moved to another first-start stage (fetching, building, ready: see
+    first_start.py) reconciles its deployment, so ModelCached/EngineBuilt and the phase
+    follow within seconds rather than at the next drift timer.
+
+    NOTE: pods change status often (probes, restarts); a reconcile is ~10 reads, so only a
+    change of stage triggers one. The watch is label-filtered like the workload's."""
+    owner = body.metadata.labels.get(labels.DEPLOYMENT)
+    namespace, uid = body.metadata.namespace or "default", body.metadata.uid or ""
+    stage = "deleted" if type == "DELETED" else pod_stage(body).stage
+    if owner and memo.serial.pod_moved(uid, stage):
         reconcile_latest(memo, namespace, owner)
 
 
@@ -153,12 +171,14 @@ def _post_phase_change(body: dict[str, Any], phase: str, reason: str, message: s
 
 
 class Serial:
-    """One lock per deployment, and the workload version its last reconcile saw."""
+    """One lock per deployment, the workload version its last reconcile saw, and the
+    first-start stage of each pod last seen."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._workloads: dict[tuple[str, str], str | None] = {}
+        self._pods: dict[str, str] = {}
 
     def lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
@@ -167,6 +187,16 @@ class Serial:
     def saw_workload(self, namespace: str, name: str, version: str | None) -> None:
         with self._guard:
             self._workloads[(namespace, name)] = version
+
+    def pod_moved(self, uid: str, stage: str) -> bool:
+        """Record a pod's stage; whether it differs from the last one recorded."""
+        with self._guard:
+            moved = self._pods.get(uid) != stage
+            if stage == "deleted":
+                self._pods.pop(uid, None)
+            else:
+                self._pods[uid] = stage
+            return moved
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept for a deployment that is gone (its lock stays valid for holders)."""

@@ -44,6 +44,7 @@ CHILD_KINDS = {
     for kind in (
         Kind("v1", "ConfigMap", "configmaps"),
         Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+        Kind("batch/v1", "Job", "jobs"),
         Kind("apps/v1", "Deployment", "deployments"),
         Kind("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "leaderworkersets"),
         Kind("v1", "Service", "services"),
@@ -55,6 +56,8 @@ CHILD_KINDS = {
 """Every kind render() may produce; the reconciler lists and prunes exactly these."""
 
 DEEPSEEK = Kind(API_VERSION, KIND, PLURAL)
+POD = Kind("v1", "Pod", "pods")
+"""Read only: the reconciler lists the pods of a deployment for status, never writes them."""
 
 
 class Kube:
@@ -85,6 +88,10 @@ class Kube:
         selector = f"{labels.DEPLOYMENT}={owner}"
         found = self._call("GET", kind.path(namespace), query=[("labelSelector", selector)])
         return list(found.get("items") or [])
+
+    def list_pods(self, namespace: str, owner: str) -> list[Manifest]:
+        """Pods labelled as the DeepSeekDeployment `owner`'s: serving and pre-build pods."""
+        return self.list_children(POD, namespace, owner)
 
     def apply(self, manifest: Manifest) -> Manifest:
         """Server-side apply. `force`: the operator is the only writer of the fields it

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from r1_operator import labels, render, status
+from r1_operator import first_start, labels, render, status
 from r1_operator.api import DeepSeekDeployment, DeepSeekDeploymentStatus
 from r1_operator.kube import CHILD_KINDS, DEEPSEEK, Kube, Manifest
 from r1_operator.validation import InvalidSpecError, validate
@@ -21,6 +21,7 @@ ChildKey = tuple[str, str]
 """(kind, name) of a child; names are unique per kind within one deployment."""
 
 LEADER_WORKER_SET = CHILD_KINDS["LeaderWorkerSet"]
+WORKLOAD_KINDS = ("Deployment", "LeaderWorkerSet")
 
 
 class LeaderWorkerSetMissingError(RuntimeError):
@@ -61,12 +62,27 @@ def reconcile(kube: Kube, body: Manifest, now: str) -> Reconciled | None:
         )
     desired = [_owned(manifest, body) for manifest in render.render(dsd)]
     live = _live_children(kube, dsd, metadata["uid"])
-    applied = {_key(m): kube.apply(m) for m in desired if not is_subset(m, live.get(_key(m)))}
+    held = _held_workload(desired, live)
+    applied = {
+        _key(m): kube.apply(m)
+        for m in desired
+        if _key(m) != held and not is_subset(m, live.get(_key(m)))
+    }
     pruned = _prune(kube, dsd, live, {_key(m) for m in desired})
     children = {key: obj for key, obj in {**live, **applied}.items() if key not in pruned}
+    pods = kube.list_pods(dsd.namespace, dsd.name)
     return _write_status(
-        kube, body, now, dsd=dsd, children=children, applied=applied, pruned=pruned
+        kube, body, now, dsd=dsd, children=children, pods=pods, applied=applied, pruned=pruned
     )
+
+
+def _held_workload(desired: list[Manifest], live: dict[ChildKey, Manifest]) -> ChildKey | None:
+    """The workload's key while the pre-build Job of the rendered spec has not succeeded:
+    it is neither applied nor pruned then (a running older workload keeps serving)."""
+    job = next((_key(m) for m in desired if m["kind"] == "Job"), None)
+    if job is None or first_start.is_done(live.get(job)):
+        return None
+    return next((_key(m) for m in desired if m["kind"] in WORKLOAD_KINDS), None)
 
 
 def _write_status(
@@ -78,6 +94,7 @@ def _write_status(
     error: InvalidSpecError | None = None,
     lws_missing: bool = False,
     children: dict[ChildKey, Manifest] | None = None,
+    pods: list[Manifest] | None = None,
     applied: dict[ChildKey, Manifest] | None = None,
     pruned: Iterable[ChildKey] = (),
 ) -> Reconciled:
@@ -91,6 +108,8 @@ def _write_status(
         error=error,
         workload=workload,
         pvcs=[obj for (kind, _), obj in children.items() if kind == "PersistentVolumeClaim"],
+        pods=pods or [],
+        prebuild_job=next((obj for (kind, _), obj in children.items() if kind == "Job"), None),
         lws_missing=lws_missing,
         now=now,
     )
@@ -109,7 +128,7 @@ def _write_status(
 
 def _workload(children: dict[ChildKey, Manifest]) -> Manifest | None:
     for (kind, _), obj in children.items():
-        if kind in ("Deployment", "LeaderWorkerSet"):
+        if kind in WORKLOAD_KINDS:
             return obj
     return None
 

@@ -22,11 +22,27 @@ workload's controller has seen its latest spec, N replicas are updated and no ol
     Building      otherwise: pods fetch weights and build   False ReplicasStarting
                   or load the engine
 
+first_start.refine then looks at the pods and the pre-build Job (engine.prebuild):
+
+    Failed        the pre-build Job failed                  False PrebuildFailed
+    Provisioning  the pre-build Job's pod fetches weights   False Prebuilding
+    Building      the pre-build Job runs otherwise          False Prebuilding
+                  (the workload waits for it)
+    Provisioning  ReplicasStarting and a pod fetches        False Fetching
+    Building      ReplicasStarting and a pod builds         False Building
+
+ModelCached and EngineBuilt come from first_start.conditions: the pre-build Job's result
+when there is one (EngineBuilt True Prebuilt, and status.engineCacheKey from the Job's pod),
+else the most advanced serving pod (fetching: ModelCached False Fetching; building:
+ModelCached True, EngineBuilt False Building; ready: EngineBuilt True EngineReady). Without
+pods they keep their last values.
+
 Available is True (ReplicasAvailable) while a replica is ready, else False (ScaledToZero,
 NoReplicasReady). Progressing is True with Ready's reason while Provisioning or Building,
 else False (RolloutComplete, ProgressDeadlineExceeded, or the refusal's reason).
 A refused spec (Failed, Pending) leaves the children untouched, so Available, replicas,
-readyReplicas, selector and endpoint keep their last values. engineCacheKey is always kept.
+readyReplicas, selector and endpoint keep their last values. engineCacheKey is kept until a
+pre-build reports a new one.
 """
 
 from __future__ import annotations
@@ -37,6 +53,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from r1_operator import first_start
 from r1_operator.api import Condition, DeepSeekDeployment, DeepSeekDeploymentStatus, Phase
 from r1_operator.render import serving_selector
 from r1_operator.validation import InvalidSpecError
@@ -146,6 +163,8 @@ def observe(
     error: InvalidSpecError | None = None,
     workload: Manifest | None = None,
     pvcs: Sequence[Manifest] = (),
+    pods: Sequence[Manifest] = (),
+    prebuild_job: Manifest | None = None,
     lws_missing: bool = False,
     now: str,
 ) -> DeepSeekDeploymentStatus:
@@ -153,8 +172,10 @@ def observe(
 
     `previous`: the live `.status` or None. `dsd`: the validated object, or None with the
     validation `error`. `workload`: the live Deployment or LeaderWorkerSet, None before it
-    exists. `pvcs`: the live claims the operator created. `lws_missing`: the cluster lacks
-    the LeaderWorkerSet API. Conditions carry `generation` as their observedGeneration."""
+    exists. `pvcs`: the live claims the operator created. `pods`: the live pods labelled as
+    the deployment's (serving and pre-build). `prebuild_job`: the live pre-build Job of the
+    current spec, None without engine.prebuild. `lws_missing`: the cluster lacks the
+    LeaderWorkerSet API. Conditions carry `generation` as their observedGeneration."""
     prev = parse_status(previous)
     if error is not None:
         return _refused(prev, Phase.FAILED, (error.reason, str(error)), generation, now)
@@ -165,12 +186,18 @@ def observe(
         return _refused(prev, Phase.PENDING, why, generation, now)
     desired = dsd.spec.replicas
     rollout = read_rollout(workload, desired) if workload is not None else None
-    phase, reason, message = assess(desired, rollout, pvcs, prev)
+    assessed = assess(desired, rollout, pvcs, prev)
+    serving = first_start.serving_stage(pods)
+    prebuild = first_start.read_prebuild(prebuild_job, pods) if prebuild_job else None
+    starting = assessed[1] == REPLICAS_STARTING
+    phase, reason, message = first_start.refine(assessed, starting, serving, prebuild)
     checks: dict[str, Check] = {
         READY: ("True" if phase == Phase.READY else "False", reason, message),
         AVAILABLE: _available(desired, rollout),
         PROGRESSING: _progressing(phase, reason, message),
+        **first_start.conditions(serving, prebuild),
     }
+    key = prebuild.engine_cache_key if prebuild else None
     return DeepSeekDeploymentStatus(
         phase=phase,
         conditions=_with_checks(prev.conditions, checks, generation, now),
@@ -179,7 +206,7 @@ def observe(
         ready_replicas=rollout.ready if rollout else 0,
         selector=selector(dsd),
         endpoint=endpoint(dsd),
-        engine_cache_key=prev.engine_cache_key,
+        engine_cache_key=key or prev.engine_cache_key,
     )
 
 
@@ -277,7 +304,7 @@ def _available(desired: int, rollout: Rollout | None) -> Check:
 def _progressing(phase: Phase, reason: str, message: str) -> Check:
     if phase in (Phase.PROVISIONING, Phase.BUILDING):
         return "True", reason, message
-    if reason == PROGRESS_DEADLINE_EXCEEDED:
+    if reason == PROGRESS_DEADLINE_EXCEEDED or phase == Phase.FAILED:
         return "False", reason, message
     return "False", ROLLOUT_COMPLETE, "the workload runs the latest spec"
 

@@ -13,6 +13,7 @@ from r1_operator.render.common import Manifest, serving_selector
 from r1_operator.render.configmap import build_configmap
 from r1_operator.render.disruption import build_pdb
 from r1_operator.render.network import build_network_policy
+from r1_operator.render.prebuild import build_prebuild_job
 from r1_operator.render.service import build_service
 from r1_operator.render.storage import build_pvcs
 from r1_operator.render.workload import build_workload
@@ -21,12 +22,15 @@ __all__ = ["render", "serving_selector"]
 
 
 def render(dsd: DeepSeekDeployment) -> list[Manifest]:
-    """The children in apply order: ConfigMap, PVCs (hot, warm, cold), workload
-    (Deployment or LeaderWorkerSet), Service, then NetworkPolicy, PDB and HPA when wanted."""
+    """The children in apply order: ConfigMap, PVCs (hot, warm, cold), the pre-build Job
+    when wanted, workload (Deployment or LeaderWorkerSet), Service, then NetworkPolicy, PDB
+    and HPA when wanted."""
     optional = (build_network_policy(dsd), build_pdb(dsd), build_hpa(dsd))
+    job = build_prebuild_job(dsd)
     return [
         build_configmap(dsd),
         *build_pvcs(dsd),
+        *([job] if job else []),
         build_workload(dsd),
         build_service(dsd),
         *(manifest for manifest in optional if manifest is not None),

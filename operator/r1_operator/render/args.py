@@ -24,6 +24,9 @@ CLIENT_CA_DIR = f"{common.SECRETS_DIR}/client-ca"
 CLIENT_CA_FILE = f"{CLIENT_CA_DIR}/ca.crt"
 FETCH_CREDENTIALS_DIR = f"{common.SECRETS_DIR}/fetch"
 FETCH_CREDENTIALS_FILE = f"{FETCH_CREDENTIALS_DIR}/credentials"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+"""Where `r1-runtime build` writes its JSON result; the kubelet copies it into the pod's
+container status (terminated.message)."""
 
 
 def model_dir(dsd: DeepSeekDeployment) -> str:
@@ -48,14 +51,7 @@ def serve_args(dsd: DeepSeekDeployment) -> list[str]:
     spec, engine = dsd.spec, dsd.spec.engine
     args = ["serve", "--model", model_dir(dsd), "--served-model-name", spec.model.name]
     args += ["--host", "0.0.0.0", "--port", str(spec.service.port)]
-    args += ["--backend", spec.resolved_backend.value, "--precision", engine.precision]
-    args += ["--dtype", spec.model.dtype, "--max-batch-tokens", str(engine.max_batch_tokens)]
-    args += ["--max-num-seqs", str(engine.max_num_seqs)]
-    if engine.max_model_len is not None:
-        args += ["--max-model-len", str(engine.max_model_len)]
-    args += ["--gpu-memory-utilization", str(engine.gpu_memory_utilization)]
-    args += ["--tensor-parallel-size", str(spec.parallelism.tensor)]
-    args += ["--pipeline-parallel-size", str(spec.parallelism.pipeline)]
+    args += _engine_args(dsd)
     if spec.is_multi_node:
         # $(VAR) is expanded by the kubelet from the container's env.
         args += ["--nnodes", str(spec.parallelism.nodes)]
@@ -64,6 +60,30 @@ def serve_args(dsd: DeepSeekDeployment) -> list[str]:
     if not engine.build_on_start:
         args.append("--no-build-on-start")
     return args + _security_args(dsd) + _file_args()
+
+
+def build_args(dsd: DeepSeekDeployment) -> list[str]:
+    """Arguments of `r1-runtime build` (the pre-build Job): serve's, less the listener,
+    auth and TLS, plus where the result goes (docs/runtime-flags.md)."""
+    spec = dsd.spec
+    args = ["build", "--model", model_dir(dsd), "--served-model-name", spec.model.name]
+    args += _engine_args(dsd)
+    args += ["--engine-cache", common.ENGINE_CACHE_DIR]
+    args += _file_args()
+    return [*args, "--termination-message-path", TERMINATION_MESSAGE_PATH]
+
+
+def _engine_args(dsd: DeepSeekDeployment) -> list[str]:
+    """The flags the engine (and its cache key) depends on."""
+    spec, engine = dsd.spec, dsd.spec.engine
+    args = ["--backend", spec.resolved_backend.value, "--precision", engine.precision]
+    args += ["--dtype", spec.model.dtype, "--max-batch-tokens", str(engine.max_batch_tokens)]
+    args += ["--max-num-seqs", str(engine.max_num_seqs)]
+    if engine.max_model_len is not None:
+        args += ["--max-model-len", str(engine.max_model_len)]
+    args += ["--gpu-memory-utilization", str(engine.gpu_memory_utilization)]
+    args += ["--tensor-parallel-size", str(spec.parallelism.tensor)]
+    return [*args, "--pipeline-parallel-size", str(spec.parallelism.pipeline)]
 
 
 def _security_args(dsd: DeepSeekDeployment) -> list[str]:

@@ -15,6 +15,9 @@ TIERS: tuple[Tier, ...] = ("hot", "warm", "cold")
 SERVER = "server"
 STORAGE = "storage"
 CONFIG = "config"
+PREBUILD = "prebuild"
+PREBUILD_APP = "r1-runtime-prebuild"
+"""`app.kubernetes.io/name` of pre-build pods: not the serving pods' (labels.APP)."""
 
 # Where things live inside the pods (the runtime flag contract in docs/runtime-flags.md).
 MODELS_DIR = "/models"

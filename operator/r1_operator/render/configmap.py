@@ -16,9 +16,19 @@ def runtime_settings(dsd: DeepSeekDeployment) -> dict[str, Any]:
     return {
         "servedModelName": spec.model.name,
         "quantization": spec.model.quantization,
-        "inputFilter": spec.security.input_filter,
-        "outputFilter": spec.security.output_filter,
+        "security": security_settings(dsd),
     }
+
+
+def security_settings(dsd: DeepSeekDeployment) -> dict[str, Any]:
+    """`spec.security` less the NetworkPolicy, camelCase, every key present (defaults filled
+    in), builtins sorted: the runtime reads exactly this shape (docs/runtime-flags.md)."""
+    security = dsd.spec.security
+    settings: dict[str, Any] = security.model_dump(
+        mode="json", by_alias=True, include={"input_filter", "output_redaction", "audit"}
+    )
+    settings["outputRedaction"]["builtins"] = sorted(set(security.output_redaction.builtins))
+    return settings
 
 
 def config_data(dsd: DeepSeekDeployment) -> dict[str, str]:

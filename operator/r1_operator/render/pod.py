@@ -7,24 +7,22 @@ from typing import Literal
 
 from r1_operator import labels
 from r1_operator.api import DeepSeekDeployment
-from r1_operator.render import args, common, volumes
+from r1_operator.render import args, common, probes, volumes
 from r1_operator.render.common import Manifest
 from r1_operator.render.configmap import config_hash
 
-Role = Literal["server", "leader", "worker"]
-"""`server`: a single-node replica; `leader`/`worker`: pods of a LeaderWorkerSet group."""
+Role = Literal["server", "leader", "worker", "build"]
+"""`server`: a single-node replica; `leader`/`worker`: pods of a LeaderWorkerSet group;
+`build`: the pre-build Job's pod."""
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 RUNTIME_CONTAINER = "runtime"
+BUILD_CONTAINER = "build"
+FETCH_CONTAINER = "fetch"
 RUNTIME_UID = 1000
 TERMINATION_GRACE_SECONDS = 120
 """Time to drain: the runtime stops taking requests on SIGTERM and finishes those running."""
-
-PROBE_PERIOD_SECONDS = 10
-STARTUP_FAILURE_THRESHOLD = 720
-STARTUP_BUDGET_SECONDS = PROBE_PERIOD_SECONDS * STARTUP_FAILURE_THRESHOLD
-"""Two hours: a first start may download weights and build a TensorRT engine."""
 
 
 def build_pod_template(dsd: DeepSeekDeployment, role: Role = "server") -> Manifest:
@@ -41,6 +39,20 @@ def build_pod_template(dsd: DeepSeekDeployment, role: Role = "server") -> Manife
             "annotations": annotations,
         },
         "spec": _pod_spec(dsd, role),
+    }
+
+
+def build_job_pod_template(dsd: DeepSeekDeployment) -> Manifest:
+    """The pre-build Job's PodTemplateSpec: a serving pod's volumes, image, GPUs and
+    placement, running `r1-runtime build` once (restartPolicy Never).
+
+    NOTE: its labels leave out the serving pods' `app.kubernetes.io/name`, so neither the
+    Deployment's selector nor the Service's ever matches a build pod."""
+    pod_labels = labels.common_labels(dsd.name, common.PREBUILD)
+    pod_labels[labels.NAME] = common.PREBUILD_APP
+    return {
+        "metadata": {"labels": pod_labels},
+        "spec": {**_pod_spec(dsd, "build"), "restartPolicy": "Never"},
     }
 
 
@@ -79,18 +91,22 @@ def _pod_spec(dsd: DeepSeekDeployment, role: Role) -> Manifest:
 
 
 def _runtime_container(dsd: DeepSeekDeployment, role: Role) -> Manifest:
+    building = role == "build"
     container: Manifest = {
-        "name": RUNTIME_CONTAINER,
+        "name": BUILD_CONTAINER if building else RUNTIME_CONTAINER,
         "image": image_ref(dsd),
         "imagePullPolicy": dsd.spec.image.pull_policy,
         "command": list(args.RUNTIME_COMMAND),
-        "args": args.serve_args(dsd),
+        "args": args.build_args(dsd) if building else args.serve_args(dsd),
         "env": _runtime_env(dsd),
         "resources": _resources(dsd),
         "volumeMounts": volumes.serve_mounts(dsd),
         "securityContext": _container_security(),
     }
-    if role != "worker":
+    if building:
+        container["terminationMessagePath"] = args.TERMINATION_MESSAGE_PATH
+        container["terminationMessagePolicy"] = "File"
+    elif role != "worker":
         port = {"name": common.HTTP_PORT_NAME, "containerPort": dsd.spec.service.port}
         container["ports"] = [{**port, "protocol": "TCP"}]
         container |= _probes(dsd)
@@ -108,7 +124,7 @@ def _fetch_container(dsd: DeepSeekDeployment) -> Manifest | None:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
     resources = _resources(dsd)  # same cpu/memory: the pod's request stays the runtime's
     return {
-        "name": "fetch",
+        "name": FETCH_CONTAINER,
         "image": image_ref(dsd),
         "imagePullPolicy": dsd.spec.image.pull_policy,
         "command": list(args.RUNTIME_COMMAND),
@@ -168,8 +184,10 @@ def _probes(dsd: DeepSeekDeployment) -> Manifest:
         }
 
     return {
-        "startupProbe": probe("/health", PROBE_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD),
-        "readinessProbe": probe("/ready", PROBE_PERIOD_SECONDS, 3),
+        "startupProbe": probe(
+            "/health", probes.PROBE_PERIOD_SECONDS, probes.startup_failure_threshold(dsd)
+        ),
+        "readinessProbe": probe("/ready", probes.PROBE_PERIOD_SECONDS, 3),
         "livenessProbe": probe("/health", 15, 4),
     }
 

@@ -6,7 +6,8 @@ from r1_operator import labels
 from r1_operator.api import DeepSeekDeployment
 from r1_operator.render import common
 from r1_operator.render.common import SERVER, Manifest, metadata
-from r1_operator.render.pod import STARTUP_BUDGET_SECONDS, build_pod_template
+from r1_operator.render.pod import build_pod_template
+from r1_operator.render.probes import progress_deadline_seconds
 
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 
@@ -35,9 +36,9 @@ def build_deployment(dsd: DeepSeekDeployment) -> Manifest:
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
             },
-            # A first start may build an engine for up to the startup probe's budget; do not
-            # report the rollout as failed before that.
-            "progressDeadlineSeconds": STARTUP_BUDGET_SECONDS + 600,
+            # A first start may download the weights and build an engine (render/probes.py);
+            # do not report the rollout as failed before that.
+            "progressDeadlineSeconds": progress_deadline_seconds(dsd),
             "revisionHistoryLimit": 3,
             "template": build_pod_template(dsd, "server"),
         },
