@@ -18,7 +18,7 @@ serve: $(STAMP)
 	$(BIN)/r1-runtime serve --model .cache/demo-model --served-model-name r1-demo \
 		--host 127.0.0.1 --port 8000 --backend eager
 
-test: lint typecheck unit
+test: lint typecheck unit scan
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -45,7 +45,7 @@ clean:
 # checkov's Kubernetes checks over every example's rendered manifests and over the chart as
 # Helm's engine renders it (helm-python-sdk, each values variant of tests/chart/chart_support.py).
 # Skipped checks and their reasons: .checkov.yaml. checkov's pins conflict with ours, so it
-# gets its own venv (~25 s to install once).
+# gets its own venv: 40-90 s to install once from PyPI with no pip cache, then ~5 s a scan.
 CHECKOV := .cache/checkov
 CHECKOV_VERSION := 3.3.30
 

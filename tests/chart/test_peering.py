@@ -64,7 +64,7 @@ def test_of_two_peered_replicas_one_serves(cluster: Cluster, tmp_path: Path) -> 
         if not wait_for_quietly(lambda: len(peers(cluster, name)) == 2, timeout=30):
             pytest.fail(f"the replicas never both joined the peering: {peers(cluster, name)}")
         cluster.create(make_manifest(namespace="ha"))
-        wait_for(lambda: cluster.list("Deployment", "ha"), timeout=15, what="one replica serving")
+        wait_for(lambda: cluster.list("Deployment", "ha"), timeout=10, what="one replica serving")
     finally:
         for process in replicas:
             process.terminate()
