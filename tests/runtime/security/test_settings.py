@@ -10,8 +10,12 @@ from typing import Any
 
 import pytest
 from r1_runtime.config import ConfigError, RuntimeConfig, read_settings
+from r1_runtime.security.builtins import BUILTINS
 from r1_runtime.security.input_filter import InputFilter, PromptBlocked
+from r1_runtime.security.redaction import redact
 from r1_runtime.security.settings import parse_security
+
+BUILTIN_NAMES = {rule.name for rules in BUILTINS.values() for rule in rules}
 
 AGREED = {
     "inputFilter": {
@@ -153,3 +157,54 @@ def test_the_prompt_limit_is_in_characters() -> None:
     error = blocked(limit, "eleven chrs")
     assert error is not None and error.code == "prompt_too_long"
     assert "11 characters" in str(error) and "at most 10" in str(error)
+
+
+def test_a_redaction_pattern_that_can_match_nothing_redacts_only_real_matches() -> None:
+    rules = parse_security(
+        {"outputRedaction": {"patterns": [{"name": "-digits", "regex": "[0-9]*"}]}}
+    ).redaction_rules
+    assert redact(rules, "order 1234 shipped") == ("order [REDACTED:-digits] shipped", 1)
+
+
+# --- the contract with the operator: what it renders, the runtime reads ---------------------
+
+
+@pytest.mark.parametrize(
+    "security",
+    [
+        pytest.param(None, id="the CRD's defaults"),
+        pytest.param(
+            {
+                "inputFilter": {"denyPatterns": [r"(?i)\bjailbreak\b"], "maxPromptChars": 8000},
+                "outputRedaction": {
+                    "builtins": ["secrets"],
+                    "patterns": [{"name": "_ticket.id-", "regex": r"TCK-\d{4}"}],
+                },
+                "audit": {"enabled": False, "includePrompts": True},
+            },
+            id="every field set",
+        ),
+    ],
+)
+def test_the_settings_the_operator_renders_parse(
+    tmp_path: Path, security: dict[str, Any] | None
+) -> None:
+    from r1_operator.render.configmap import config_data
+    from render_support import dsd
+
+    deployment = dsd({"security": security} if security else None)
+    path = tmp_path / "settings.json"
+    path.write_text(config_data(deployment)["settings.json"])
+    parsed = read_settings(path).security
+    spec = deployment.spec.security
+    assert [p.pattern for p in parsed.input_filter.deny_patterns] == spec.input_filter.deny_patterns
+    assert parsed.input_filter.max_prompt_chars == spec.input_filter.max_prompt_chars
+    custom = [rule.name for rule in parsed.redaction_rules if rule.name not in BUILTIN_NAMES]
+    assert custom == [pattern.name for pattern in spec.output_redaction.patterns]
+    assert {
+        name for name, rules in BUILTINS.items() if set(rules) <= set(parsed.redaction_rules)
+    } == set(spec.output_redaction.builtins)
+    assert (parsed.audit.enabled, parsed.audit.include_prompts) == (
+        spec.audit.enabled,
+        spec.audit.include_prompts,
+    )
