@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from r1_runtime.config import ConfigError, RuntimeConfig, add_serve_arguments
+from r1_runtime.config import (
+    ConfigError,
+    RuntimeConfig,
+    add_engine_arguments,
+    add_serve_arguments,
+)
 
 # Kept here rather than imported from r1_runtime.demo, which pulls in torch: `--help` stays fast.
 DEMO_ARCHS = ("qwen2", "deepseek_v3")
@@ -25,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r1-runtime", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     _add_serve(commands)
+    _add_build(commands)
     _add_fetch(commands)
     _add_demo_model(commands)
     _add_verify_audit(commands)
@@ -45,15 +53,104 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     try:
         config = RuntimeConfig.from_args(args, os.environ)
         # Imported here: the server pulls in torch, which `--help` and flag errors do without.
-        from r1_runtime.server.model import check_backend
+        from r1_runtime.server.model import check_backend, plan_engine
 
         check_backend(config)
+        if not config.build_on_start:
+            plan_engine(config)  # no cached engine: stop here, before the server starts
     except ConfigError as error:
         print(f"r1-runtime serve: error: {error}", file=sys.stderr)
         return 2
     from r1_runtime.server.serve import serve
 
     return serve(config)
+
+
+TERMINATION_LOG = Path("/dev/termination-log")
+
+
+def _add_build(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = commands.add_parser(
+        "build",
+        help="build the engine into the engine cache (or find it there), then exit",
+        description="Flags are the operator's contract: docs/runtime-flags.md; the cache: "
+        "docs/engine-cache.md.",
+    )
+    add_engine_arguments(command)
+    command.add_argument(
+        "--termination-message-path",
+        type=Path,
+        help=f"where the result goes (default: {TERMINATION_LOG} when it is writable)",
+    )
+    command.set_defaults(command=_build)
+
+
+def _build(args: argparse.Namespace, out: TextIO) -> int:
+    """Print and record `{"engineCacheKey", "entry", "built"}`; on failure, the reason."""
+    import logging
+
+    _build_logging(args.log_dir)
+    message_path = args.termination_message_path or _writable(TERMINATION_LOG)
+    try:
+        config = RuntimeConfig.from_args(args, os.environ)
+        from r1_runtime.server.model import build_engine
+
+        resolved = build_engine(config)
+    except ConfigError as error:
+        return _build_failed(f"r1-runtime build: error: {error}", message_path, 2)
+    except Exception as error:
+        logging.getLogger(__name__).exception("building the engine failed")
+        reason = f"{type(error).__name__}: {error}"
+        return _build_failed(f"r1-runtime build: failed: {reason}", message_path, 1)
+    if resolved is None:
+        print(f"--backend {config.backend} builds no engine: nothing to cache", file=sys.stderr)
+    result = {
+        "engineCacheKey": resolved.key if resolved else None,
+        "entry": str(resolved.entry) if resolved else None,
+        "built": resolved.is_built if resolved else False,
+    }
+    line = json.dumps(result)
+    out.write(line + "\n")
+    _write_message(message_path, line)
+    return 0
+
+
+def _build_logging(log_dir: Path | None) -> None:
+    """To stderr and, with --log-dir, to LOG_DIR/$HOSTNAME/build.log (as serve's logs)."""
+    import logging
+
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_dir is not None:
+        with contextlib.suppress(OSError):  # NOTE: a log volume problem must not fail the build
+            pod_dir = log_dir / os.environ.get("HOSTNAME", "local")
+            pod_dir.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.FileHandler(pod_dir / "build.log"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+    )
+
+
+def _build_failed(reason: str, message_path: Path | None, status: int) -> int:
+    line = " ".join(reason.split())  # one line, as the operator reads it
+    print(line, file=sys.stderr)
+    _write_message(message_path, line)
+    return status
+
+
+def _writable(path: Path) -> Path | None:
+    return path if path.is_file() and os.access(path, os.W_OK) else None
+
+
+def _write_message(path: Path | None, line: str) -> None:
+    """The kubelet keeps at most 4096 bytes of the termination message."""
+    if path is None:
+        return
+    try:
+        path.write_text(line.encode()[:4096].decode(errors="ignore") + "\n", encoding="utf-8")
+    except OSError as error:
+        print(f"r1-runtime build: cannot write {path}: {error}", file=sys.stderr)
 
 
 def _add_fetch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

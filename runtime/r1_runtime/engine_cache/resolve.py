@@ -102,8 +102,10 @@ def prepare_engine(
     on_phase: PhaseCallback | None = None,
 ) -> Resolved:
     """Make `llm_engine` run `backend` from the cache entry for `engine.key`: loaded when it
-    exists, else built under the lock (phase "building") and published, then loaded.
-    `ConfigError` when it is missing and `may_build` is False."""
+    exists (or another builder published it while this one waited for the lock), else built
+    into a temporary directory under the lock (phase "building") and published. A build
+    leaves the engine prepared: `prepare` reads and writes the directory only while it runs.
+    `ConfigError` when the entry is missing and `may_build` is False."""
     store = engine.store
     store.clean_stale_temp()
     if store.lookup(engine.key) is None:
@@ -114,6 +116,8 @@ def prepare_engine(
     resolved = store.get_or_build(
         engine.key, engine.inputs, lambda directory: backend.prepare(llm_engine, directory)
     )
+    if on_phase is not None:
+        on_phase("loading")
     if resolved.is_built:
         logger.info(
             "engine cache miss: built %s in %.1f s (%.1f MB)",
@@ -121,16 +125,13 @@ def prepare_engine(
             resolved.manifest.build_seconds,
             resolved.manifest.num_bytes / 1e6,
         )
-    if on_phase is not None:
-        on_phase("loading")
-    # NOTE: after a build, prepare again from the published entry: the backend must not keep
-    # reading from the temporary directory, which the rename moved.
+        return resolved
     started = time.monotonic()
     backend.prepare(llm_engine, resolved.entry)
     logger.info(
-        "engine cache %s: loaded %s in %.1f s",
-        "miss" if resolved.is_built else "hit",
+        "engine cache hit: loaded %s in %.1f s (waited %.1f s for another builder)",
         resolved.entry,
         time.monotonic() - started,
+        resolved.lock_wait_s,
     )
     return resolved

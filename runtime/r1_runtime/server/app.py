@@ -34,7 +34,9 @@ def create_app(config: RuntimeConfig, loader: Loader | None = None) -> FastAPI:
     app = FastAPI(
         title="r1-runtime",
         summary="OpenAI-compatible API for DeepSeek-R1 and its distills",
-        lifespan=partial(_lifespan, state, loader or partial(load_model, config)),
+        lifespan=partial(
+            _lifespan, state, loader or partial(load_model, config, state.set_startup_phase)
+        ),
     )
     app.state.server = state
     install_error_handler(app)

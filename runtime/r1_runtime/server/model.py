@@ -1,5 +1,6 @@
-"""Loading the served model: the engine (in its own thread) and the tokenizer. The one server
-module that touches torch, and only at start-up, off the event loop."""
+"""Loading the served model: the engine (in its own thread), its backend prepared from the
+engine cache (docs/engine-cache.md), and the tokenizer. The one server module that touches
+torch, and only at start-up, off the event loop."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ import torch
 
 from r1_runtime.config import ConfigError, RuntimeConfig
 from r1_runtime.engine.async_engine import AsyncEngine
+from r1_runtime.engine.backends import Backend, get_backend
 from r1_runtime.engine.llm_engine import LLMEngine
+from r1_runtime.engine_cache.resolve import (
+    EngineKey,
+    PhaseCallback,
+    engine_key,
+    missing_entry_message,
+    prepare_engine,
+)
+from r1_runtime.engine_cache.store import Resolved
 from r1_runtime.models.config import read_config
 
 logger = logging.getLogger(__name__)
@@ -33,27 +43,100 @@ class LoadedModel:
     created: int  # unix time the model was loaded (the `created` of /v1/models)
 
 
-def check_backend(config: RuntimeConfig) -> None:
-    """Fail fast on a backend this machine or this runtime cannot run."""
-    if config.backend == "tensorrt":
-        if not torch.cuda.is_available():
-            raise ConfigError("--backend tensorrt needs an NVIDIA GPU, and none is visible")
-        raise ConfigError(
-            "--backend tensorrt is not built by this runtime yet (it comes with the engine "
-            "cache); use --backend eager or compile"
-        )
-    if config.backend == "compile":
-        logger.warning("--backend compile: torch.compile is not applied yet; running eager")
+@dataclass(frozen=True)
+class EnginePlan:
+    """What `config` asks for, settled before any weight is loaded."""
+
+    backend: Backend
+    device: torch.device
+    dtype: torch.dtype
+    cached: EngineKey | None  # None: the backend builds nothing (eager)
 
 
-def load_model(config: RuntimeConfig) -> LoadedModel:
-    """Load weights and tokenizer and start the engine thread. Blocking: run it off the loop."""
+def check_backend(config: RuntimeConfig) -> Backend:
+    """The backend `config` asks for; `ConfigError` at once if this machine or this runtime
+    cannot run it (e.g. `tensorrt` without an NVIDIA GPU)."""
+    return get_backend(config.backend, engine_device())
+
+
+def engine_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def plan_engine(config: RuntimeConfig) -> EnginePlan:
+    """The backend, device, dtype and engine cache key. Hashes the checkpoint's small files
+    (weights: see engine_cache/digests.py); `ConfigError` when
+    `--no-build-on-start` finds no cached engine, naming the key and how to fill the cache."""
+    device = engine_device()
+    backend = get_backend(config.backend, device)
+    dtype = _dtype(config, read_config(config.model))
+    cached = engine_key(config, backend, device, dtype) if backend.needs_cache else None
+    if cached is not None and not config.build_on_start and cached.store.lookup(cached.key) is None:
+        raise ConfigError(missing_entry_message(cached))
+    return EnginePlan(backend, device, dtype, cached)
+
+
+def load_model(config: RuntimeConfig, on_phase: PhaseCallback | None = None) -> LoadedModel:
+    """Load weights and tokenizer, prepare the engine's backend (from the engine cache, or
+    built into it: `on_phase("building")` meanwhile) and start the engine thread. Blocking:
+    run it off the loop."""
     from transformers import AutoTokenizer
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    raw = read_config(config.model)
-    dtype = _dtype(config, raw)
-    logger.info("loading %s on %s in %s", config.model, device, dtype)
+    engine, _ = load_engine(config, plan_engine(config), on_phase)
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    scheduler = engine.scheduler.config
+    kv_room = scheduler.num_blocks * scheduler.block_size
+    max_model_len = min(engine.max_model_len, kv_room)
+    logger.info(
+        "%d KV blocks (%d tokens); max_model_len %d", scheduler.num_blocks, kv_room, max_model_len
+    )
+    return LoadedModel(
+        engine=AsyncEngine(engine),
+        tokenizer=tokenizer,
+        max_model_len=max_model_len,
+        vocab_size=int(read_config(config.model)["vocab_size"]),
+        think_end_token_id=tokenizer.get_vocab().get(THINK_END),
+        created=int(time.time()),
+    )
+
+
+def load_engine(
+    config: RuntimeConfig, plan: EnginePlan, on_phase: PhaseCallback | None = None
+) -> tuple[LLMEngine, Resolved | None]:
+    """The engine `config` describes, running its backend, and the engine cache entry it
+    runs from (None for `eager`): loaded, or built on a miss (unless `--no-build-on-start`)."""
+    logger.info(
+        "loading %s on %s in %s, backend %s",
+        config.model,
+        plan.device,
+        plan.dtype,
+        plan.backend.name,
+    )
+    engine = _engine(config, plan.device, plan.dtype)
+    if plan.cached is None:
+        return engine, None
+    resolved = prepare_engine(
+        engine, plan.backend, plan.cached, may_build=config.build_on_start, on_phase=on_phase
+    )
+    return engine, resolved
+
+
+def build_engine(config: RuntimeConfig) -> Resolved | None:
+    """`r1-runtime build`: the engine cache entry for `config`, found (without loading the
+    weights) or built. None when the backend builds nothing (eager)."""
+    plan = plan_engine(config)
+    if plan.cached is None:
+        return None
+    store, key = plan.cached.store, plan.cached.key
+    found = store.lookup(key)
+    if found is not None:
+        logger.info("engine cache hit: %s", store.entry(key))
+        return Resolved(key, store.entry(key), found, is_built=False)
+    _, resolved = load_engine(config, plan)
+    return resolved
+
+
+def _engine(config: RuntimeConfig, device: torch.device, dtype: torch.dtype) -> LLMEngine:
     load = partial(
         LLMEngine.from_model_dir,
         config.model,
@@ -67,23 +150,9 @@ def load_model(config: RuntimeConfig) -> LoadedModel:
     )
     # NOTE: on a GPU the KV cache takes its share of the memory the weights left free; on a
     # host, the engine's own default share of the available memory applies.
-    on_gpu = device.type == "cuda"
-    engine = load(kv_cache_fraction=config.gpu_memory_utilization) if on_gpu else load()
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
-    scheduler = engine.scheduler.config
-    kv_room = scheduler.num_blocks * scheduler.block_size
-    max_model_len = min(engine.max_model_len, kv_room)
-    logger.info(
-        "%d KV blocks (%d tokens); max_model_len %d", scheduler.num_blocks, kv_room, max_model_len
-    )
-    return LoadedModel(
-        engine=AsyncEngine(engine),
-        tokenizer=tokenizer,
-        max_model_len=max_model_len,
-        vocab_size=int(raw["vocab_size"]),
-        think_end_token_id=tokenizer.get_vocab().get(THINK_END),
-        created=int(time.time()),
-    )
+    if device.type == "cuda":
+        return load(kv_cache_fraction=config.gpu_memory_utilization)
+    return load()
 
 
 def _dtype(config: RuntimeConfig, raw: dict[str, Any]) -> torch.dtype:

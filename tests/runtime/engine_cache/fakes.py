@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ class FileBackend:
 
     builds: Path
     build_seconds: float = 0.0
+    gate: threading.Event | None = None  # set: a build may finish
     name: str = "files"
     needs_cache: bool = True
     loaded: list[Path] = field(default_factory=list)
@@ -46,6 +48,8 @@ class FileBackend:
         (entry / "graphs").mkdir()
         (entry / "graphs" / "step.txt").write_text("compiled step\n")
         time.sleep(self.build_seconds)
+        if self.gate is not None:
+            assert self.gate.wait(60), "the test never opened the gate"
         (entry / "engine.bin").write_bytes(os.urandom(ARTIFACT_BYTES))
 
 
