@@ -103,7 +103,11 @@ class EngineStore:
         died). Never waits for a lock. Returns what it removed."""
         removed = []
         for path in self._temp_dirs():
-            locked = try_lock(self.lock_path(path.name[:64]))
+            try:
+                locked = try_lock(self.lock_path(path.name[:64]))
+            except OSError as error:  # NOTE: e.g. a cache mounted read-only: nothing to clean
+                logger.warning("cannot clean %s: %s", path, error)
+                continue
             if locked is None:
                 continue  # a live builder of that key: maybe this is its directory
             try:
