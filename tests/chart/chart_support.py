@@ -47,6 +47,21 @@ def render(values: Obj | None = None) -> list[Obj]:
     ]
 
 
+def by_kind(objects: list[Obj], kind: str) -> list[Obj]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def one(objects: list[Obj], kind: str) -> Obj:
+    """The single object of `kind` (fails when there are none or several)."""
+    [found] = by_kind(objects, kind)
+    return found
+
+
+def operator_container(objects: list[Obj]) -> Obj:
+    [operator] = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return operator
+
+
 def notes(values: Obj | None = None) -> str:
     with helm.Chart.load(CHART) as chart:
         rendered = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE)

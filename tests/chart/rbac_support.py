@@ -14,15 +14,11 @@ import kmock
 from kube_emulator import VERBS, ApiServer
 from operator_harness import AGENT
 
-EXTRA_RESOURCES = {
-    "kopf.dev/v1/clusterkopfpeerings": ("ClusterKopfPeering", False, ""),
-    "kopf.dev/v1/kopfpeerings": ("KopfPeering", True, ""),
-    "v1/pods": ("Pod", True, "status"),
-    "batch/v1/jobs": ("Job", True, "status"),
+PEERINGS = {
+    "kopf.dev/v1/clusterkopfpeerings": ("ClusterKopfPeering", False),
+    "kopf.dev/v1/kopfpeerings": ("KopfPeering", True),
 }
-"""Served beside ApiServer's own resources (where it lacks them): kopf's peering resources,
-as charts/r1-operator/crds/kopf-peerings.yaml defines them, and the pods and Jobs the
-operator reads and writes."""
+"""kopf's peering resources, as charts/r1-operator/crds/kopf-peerings.yaml defines them."""
 
 
 @dataclass(frozen=True, order=True)
@@ -93,23 +89,17 @@ def granted(rules: Iterable[Mapping[str, Any]]) -> set[Access]:
 
 @attrs.define(kw_only=True)
 class RecordingApiServer(ApiServer):
-    """The emulator, also serving EXTRA_RESOURCES, recording every request that is not
-    the tests' own as (method, path, query)."""
+    """The emulator, also serving kopf's peering resources, recording every request that
+    is not the tests' own as (method, path, query)."""
 
     seen: list[tuple[str, str, dict[str, str]]] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        for name, (kind, namespaced, subresources) in EXTRA_RESOURCES.items():
-            if name in self.resources and self.resources[name].kind:
-                continue  # ApiServer serves it already
-            # NOTE: kmock pre-declares kopf.dev's resources without kind or scope.
+        for name, (kind, namespaced) in PEERINGS.items():
+            # NOTE: kmock declares kopf.dev's resources already, but with no kind or scope.
             self.resources[name] = kmock.ResourceInfo(
-                kind=kind,
-                singular=kind.lower(),
-                namespaced=namespaced,
-                verbs=VERBS,
-                subresources=set(subresources.split()),
+                kind=kind, singular=kind.lower(), namespaced=namespaced, verbs=VERBS
             )
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:

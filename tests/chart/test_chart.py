@@ -11,7 +11,18 @@ import helm_python as helm
 import jsonschema
 import pytest
 import yaml
-from chart_support import CHART, NAMESPACE, RELEASE, VARIANTS, chart_crds, notes, render
+from chart_support import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    VARIANTS,
+    by_kind,
+    chart_crds,
+    notes,
+    one,
+    operator_container,
+    render,
+)
 from factories import ROOT
 from r1_operator import cli
 from r1_operator.crd import crd_yaml
@@ -76,20 +87,6 @@ VARIANT_IDS = {
 
 def variants() -> list[Any]:
     return [pytest.param(values, id=VARIANT_IDS[name]) for name, values in VARIANTS.items()]
-
-
-def by_kind(objects: list[Obj], kind: str) -> list[Obj]:
-    return [obj for obj in objects if obj["kind"] == kind]
-
-
-def one(objects: list[Obj], kind: str) -> Obj:
-    [found] = by_kind(objects, kind)
-    return found
-
-
-def container(objects: list[Obj]) -> Obj:
-    [operator] = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return operator
 
 
 def validate_object(obj: Obj, crds: list[Obj]) -> None:
@@ -189,7 +186,7 @@ def test_several_replicas_without_peering_are_refused() -> None:
 def test_operator_args_are_ones_r1_operator_run_accepts(values: Obj) -> None:
     """The chart's side of the contract with `r1-operator run` (operator/r1_operator/cli.py)."""
     objects = render(values)
-    operator = container(objects)
+    operator = operator_container(objects)
     args = cli._parser().parse_args(operator["args"])
     assert args.command is cli._run
     assert args.namespace == values.get("watchNamespaces", [])
@@ -202,7 +199,7 @@ def test_operator_pod_is_restricted_and_probed_on_kopfs_liveness_endpoint() -> N
     objects = render()
     deployment = one(objects, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
-    operator = container(objects)
+    operator = operator_container(objects)
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] >= 10000
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -283,7 +280,7 @@ def test_peering_objects_match_the_operators_peering_name(values: Obj, peerings:
     }
     assert found == peerings
     names = {obj["metadata"]["name"] for obj in objects if obj["kind"].endswith("KopfPeering")}
-    peering = cli._parser().parse_args(container(objects)["args"]).peering
+    peering = cli._parser().parse_args(operator_container(objects)["args"]).peering
     assert names == ({peering} if peering else set())
 
 

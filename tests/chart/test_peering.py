@@ -12,11 +12,10 @@ from pathlib import Path
 
 import operator_harness
 import pytest
-from chart_support import VARIANTS, render
+from chart_support import VARIANTS, operator_container, render
 from factories import make_manifest
 from operator_harness import Cluster, emulated_cluster, wait_for
 from rbac_support import RecordingApiServer
-from test_chart import container
 
 Obj = dict[str, object]
 
@@ -58,7 +57,7 @@ def test_of_two_peered_replicas_one_serves(cluster: Cluster, tmp_path: Path) -> 
     name = peering["metadata"]["name"]
     status, _ = cluster.request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", body=peering)
     assert status == 201
-    args = container(objects)["args"]
+    args = operator_container(objects)["args"]
     replicas = [replica(args, port) for port in (18081, 18082)]
     try:
         if not wait_for_quietly(lambda: len(peers(cluster, name)) == 2, timeout=30):

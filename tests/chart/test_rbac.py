@@ -1,8 +1,9 @@
 """Least privilege: the chart's RBAC grants exactly what the operator uses.
 
 The real operator (r1_operator.handlers under kopf, with peering) runs against the API
-emulator through create, readiness, an update that prunes, a refused spec, a multi-node
-deployment and deletion, once cluster-wide and once watching one namespace. Every request
+emulator through create, readiness, an update that prunes, a refused spec, a pre-build
+Job, a multi-node deployment and deletion, once cluster-wide and once watching one
+namespace. Every request
 it makes is mapped to the access RBAC checks (rbac_support.access_of), and the chart's
 rendered ClusterRole and Roles must grant all of them and nothing else, but for the
 allowances below, each with its reason.
@@ -21,17 +22,17 @@ import kopf
 import operator_harness
 import pytest
 import yaml
-from chart_support import VARIANTS, render
-from factories import EXAMPLES, make_manifest
+from chart_support import VARIANTS, by_kind, render
+from factories import ROOT, make_manifest
 from operator_harness import Cluster, emulated_cluster, load_handlers, pytest_env, wait_for
 from r1_operator.kube import CHILD_KINDS
 from r1_operator.reconcile import is_subset
 from r1_operator.render import render as render_children
 from r1_operator.validation import validate
 from rbac_support import Access, RecordingApiServer, Scoped, access_of, granted
-from test_chart import by_kind
 
 Obj = dict[str, Any]
+EXAMPLES_DIR = ROOT / "examples"
 PEERING = "r1-operator"
 WATCHED = "ml"
 """The namespace the namespaced run watches (VARIANTS["namespaced-peering"])."""
@@ -44,9 +45,10 @@ def _group(api_version: str) -> str:
 PRUNE_ALLOWANCE = {
     Access("delete", _group(kind.api_version), kind.plural) for kind in CHILD_KINDS.values()
 }
-"""reconcile prunes any kind it renders (kube.CHILD_KINDS) once a spec stops rendering it;
-the scenario prunes some (HPA, PDB, NetworkPolicy, a PVC), and a Deployment turning into
-a LeaderWorkerSet, or the reverse, deletes the others."""
+"""reconcile prunes any kind it renders (kube.CHILD_KINDS) once a spec stops rendering it.
+The scenario prunes four (HPA, PDB, NetworkPolicy, a claim); the others go when a
+Deployment turns into a LeaderWorkerSet or back, a changed spec replaces the pre-build
+Job, or a renamed child replaces the old one."""
 
 
 @contextlib.contextmanager
@@ -101,6 +103,23 @@ def phase(cluster: Cluster, namespace: str, name: str) -> str | None:
 
 def exercise(cluster: Cluster, namespace: str) -> None:
     """Everything the operator does to a cluster, in one namespace."""
+    create_until_ready(cluster, namespace)
+    update_and_prune(cluster, namespace)
+    cluster.create(make_manifest({"engine": {"backend": "onnx"}}, name="bad", namespace=namespace))
+    wait_for(lambda: phase(cluster, namespace, "bad") == "Failed", what="the refused spec")
+    cluster.create(make_manifest({"engine": {"prebuild": True}}, name="pre", namespace=namespace))
+    jobs = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+    wait_for(lambda: cluster.request("GET", jobs)[1]["items"], what="the pre-build Job")
+    multi_node: Obj = yaml.safe_load((EXAMPLES_DIR / "deepseek-r1-671b.yaml").read_text())
+    multi_node["metadata"]["namespace"] = namespace
+    cluster.create(multi_node)
+    wait_for(lambda: converged(cluster, multi_node), what="the LeaderWorkerSet")
+    delete_all(cluster, namespace)
+
+
+def create_until_ready(cluster: Cluster, namespace: str) -> None:
+    """r1 with every optional child (PDB, HPA, NetworkPolicy, a deletable cold claim),
+    its claims bound and its Deployment ready, until its phase is Ready."""
     spec = {
         "replicas": 2,
         "autoscaling": {"minReplicas": 2, "maxReplicas": 4},
@@ -110,13 +129,15 @@ def exercise(cluster: Cluster, namespace: str) -> None:
     cluster.create(manifest)
     wait_for(lambda: converged(cluster, manifest), what="the children")
     for pvc in cluster.list("PersistentVolumeClaim", namespace):
-        cluster.set_status(
-            "PersistentVolumeClaim", namespace, pvc["metadata"]["name"], phase="Bound"
-        )
+        name = pvc["metadata"]["name"]
+        cluster.set_status("PersistentVolumeClaim", namespace, name, phase="Bound")
     ready = {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}
     cluster.set_status("Deployment", namespace, "r1", observedGeneration=1, **ready)
     wait_for(lambda: phase(cluster, namespace, "r1") == "Ready", what="Ready")
 
+
+def update_and_prune(cluster: Cluster, namespace: str) -> None:
+    """A spec that no longer renders the PDB, HPA, NetworkPolicy and cold claim."""
     change = {
         "replicas": 1,
         "autoscaling": None,
@@ -127,22 +148,8 @@ def exercise(cluster: Cluster, namespace: str) -> None:
     wait_for(lambda: not cluster.list("HorizontalPodAutoscaler", namespace), what="pruning")
     wait_for(lambda: not cluster.get("PersistentVolumeClaim", namespace, "r1-cold"), what="cold")
 
-    cluster.create(make_manifest({"engine": {"backend": "onnx"}}, name="bad", namespace=namespace))
-    wait_for(lambda: phase(cluster, namespace, "bad") == "Failed", what="the refused spec")
 
-    if "Job" in CHILD_KINDS:
-        prebuilt = make_manifest({"engine": {"prebuild": True}}, name="pre", namespace=namespace)
-        cluster.create(prebuilt)
-        jobs = f"/apis/batch/v1/namespaces/{namespace}/jobs"
-        wait_for(lambda: cluster.request("GET", jobs)[1]["items"], what="the pre-build Job")
-
-    big: Obj = yaml.safe_load(
-        next(p for p in EXAMPLES if p.name == "deepseek-r1-671b.yaml").read_text()
-    )
-    big["metadata"]["namespace"] = namespace
-    cluster.create(big)
-    wait_for(lambda: converged(cluster, big), what="the LeaderWorkerSet")
-
+def delete_all(cluster: Cluster, namespace: str) -> None:
     for dsd in cluster.list("DeepSeekDeployment", namespace):
         cluster.delete("DeepSeekDeployment", namespace, dsd["metadata"]["name"])
 
@@ -241,7 +248,7 @@ def test_the_operator_watches_and_patches_its_peering_object(cluster_wide: list[
     assert {a.verb for a in peering} >= {"list", "watch", "patch"}
 
 
-def test_prune_allowance_covers_only_deletes_of_child_kinds(cluster_wide: list[Scoped]) -> None:
+def test_the_scenario_prunes_the_kinds_it_turns_off(cluster_wide: list[Scoped]) -> None:
     """The scenario does prune: at least the kinds it turns off are deleted for real."""
     deleted = {s.access.resource for s in cluster_wide if s.access.verb == "delete"}
     assert {"horizontalpodautoscalers", "poddisruptionbudgets", "networkpolicies"} <= deleted
