@@ -295,3 +295,14 @@ def test_values_file_is_what_the_chart_loads() -> None:
     with helm.Chart.load(CHART) as chart:
         assert chart.values == yaml.safe_load((CHART / "values.yaml").read_text())
         chart.validate_schema(chart.values)
+
+
+def test_an_existing_service_account_needs_its_name() -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"serviceAccount\.name is required"):
+        render({"serviceAccount": {"create": False}})
+    objects = render(
+        {"serviceAccount": {"create": False, "name": "ops"}, "rbac": {"create": False}}
+    )
+    assert by_kind(objects, "ServiceAccount") == []
+    assert {o["kind"] for o in objects} & {"ClusterRole", "ClusterRoleBinding", "Role"} == set()
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
