@@ -1,5 +1,6 @@
-"""Streaming digests of a file as the hub and manifests state them: sha256 (LFS files,
-manifests) and the git blob sha1 (`sha1(b"blob <size>\\0" + content)`, small hub files)."""
+"""Streaming digests of a file as the sources state them: sha256 (LFS files, manifests,
+OCI blobs), the git blob sha1 (`sha1(b"blob <size>\\0" + content)`, small hub files) and
+md5 (an S3 single-part object's ETag)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ class Digests:
         self._file = file
         self._sha256 = hashlib.sha256() if file.sha256 else None
         self._git = hashlib.sha1(f"blob {file.size}\0".encode()) if file.git_sha1 else None
+        self._md5 = hashlib.md5(usedforsecurity=False) if file.md5 else None
 
     def update(self, chunk: bytes | memoryview) -> None:
         if self._sha256:
             self._sha256.update(chunk)
         if self._git:
             self._git.update(chunk)
+        if self._md5:
+            self._md5.update(chunk)
 
     def update_from(self, path: Path, num_bytes: int) -> None:
         """Feed the first `num_bytes` of `path` (a partial download being resumed)."""
@@ -41,6 +45,8 @@ class Digests:
             return f"sha256 {self._sha256.hexdigest()}, expected {self._file.sha256}"
         if self._git and self._git.hexdigest() != self._file.git_sha1:
             return f"git blob sha1 {self._git.hexdigest()}, expected {self._file.git_sha1}"
+        if self._md5 and self._md5.hexdigest() != self._file.md5:
+            return f"md5 {self._md5.hexdigest()}, expected {self._file.md5}"
         return None
 
 

@@ -26,7 +26,7 @@ SPACE_HINT = "grow the hot tier (spec.storage.hot.size) or free space on it"
 
 
 class Source(Protocol):
-    """Where the weights come from (`HubSource`, `WebSource`)."""
+    """Where the weights come from (`HubSource`, `WebSource`, `S3Source`, `OciSource`)."""
 
     @property
     def spec(self) -> str: ...
@@ -34,7 +34,7 @@ class Source(Protocol):
     def revision(self) -> str | None: ...
     def client(self) -> HttpClient: ...
     def list(self, client: HttpClient) -> Listing: ...
-    def file_url(self, commit: str, path: str) -> str: ...
+    def file_url(self, commit: str, file: RemoteFile) -> str: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,7 +177,7 @@ def _download_all(
             pool.submit(
                 download,
                 client,
-                source.file_url(commit, file.path),
+                source.file_url(commit, file),
                 file,
                 layout.staging / file.path,
                 progress,

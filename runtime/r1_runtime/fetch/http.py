@@ -1,10 +1,12 @@
-"""A small HTTP client on the standard library: bearer token for one host only, ranged
-GETs, and HTTP errors turned into one-line FetchErrors a user can act on."""
+"""A small HTTP client on the standard library: credentials for one host only (a bearer
+token, or an `Auth` that signs each request), ranged GETs, and HTTP errors turned into
+one-line FetchErrors a user can act on."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import ssl
 import urllib.error
@@ -12,13 +14,15 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from email.message import Message
+from typing import Any, Protocol
 
 from r1_runtime.fetch.errors import FetchError, HttpStatusError, RetryableError
 
 USER_AGENT = "r1-runtime-fetch/0.1"
 TIMEOUT_S = 60.0
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+ERROR_BODY_BYTES = 16384
 
 # Turns an HTTP status (401, 403, 404) into the hint the source knows: which variable or
 # Secret to fix. Takes the status, the URL and the hub's X-Error-Code/-Message if any.
@@ -44,6 +48,32 @@ class Response:
     body: http.client.HTTPResponse
 
 
+class Auth(Protocol):
+    """Credentials a source adds to its own requests."""
+
+    def apply(self, request: urllib.request.Request) -> None:
+        """Add headers to `request` (every other header already set): a token, a signature."""
+
+    def renew(self, challenge: str) -> bool:
+        """After a 401 with `WWW-Authenticate: challenge`: True when new credentials were
+        obtained (a registry's bearer token) and the request is worth sending once more."""
+
+
+@dataclass(frozen=True)
+class BearerAuth:
+    """`Authorization: Bearer <token>` on requests to `host` only."""
+
+    token: str | None
+    host: str
+
+    def apply(self, request: urllib.request.Request) -> None:
+        if self.token and urllib.parse.urlsplit(request.full_url).netloc == self.host:
+            request.add_header("Authorization", f"Bearer {self.token}")
+
+    def renew(self, challenge: str) -> bool:
+        return False
+
+
 class _NoTokenElsewhere(urllib.request.HTTPRedirectHandler):
     """Follows redirects (the hub sends LFS files to a CDN) without carrying the token to
     another host: the CDN URL is signed, and the token must not leak to it."""
@@ -65,11 +95,18 @@ class _NoTokenElsewhere(urllib.request.HTTPRedirectHandler):
 
 
 class HttpClient:
-    """GETs with `Authorization: Bearer <token>` sent to `auth_host` only."""
+    """GETs with `Authorization: Bearer <token>` sent to `auth_host` only, or with what
+    `auth` adds to each request."""
 
-    def __init__(self, *, token: str | None, auth_host: str, explain: Explain) -> None:
-        self._token = token
-        self._auth_host = auth_host
+    def __init__(
+        self,
+        *,
+        explain: Explain,
+        token: str | None = None,
+        auth_host: str = "",
+        auth: Auth | None = None,
+    ) -> None:
+        self._auth = auth or BearerAuth(token, auth_host)
         self._explain = explain
         self._opener = urllib.request.build_opener(_NoTokenElsewhere())
 
@@ -86,26 +123,47 @@ class HttpClient:
         with self.open(url).body as body:
             return bytes(body.read())
 
-    def open(self, url: str, offset: int = 0) -> Response:
-        """GET `url` from byte `offset`. The server may ignore the range and answer 200."""
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        if self._token and urllib.parse.urlsplit(url).netloc == self._auth_host:
-            request.add_header("Authorization", f"Bearer {self._token}")
-        if offset:
-            request.add_header("Range", f"bytes={offset}-")
-        try:
-            body = self._opener.open(request, timeout=TIMEOUT_S)
-        except urllib.error.HTTPError as error:
-            raise self._http_error(error, url) from None
-        except urllib.error.URLError as error:
-            raise RetryableError(f"cannot reach {_origin(url)}: {error.reason}") from None
-        except TRANSIENT_ERRORS as error:
-            raise RetryableError(f"{_origin(url)}: {error!r}") from None
-        return _response(body, offset)
+    def head(self, url: str, headers: dict[str, str] | None = None) -> Message:
+        """The headers a HEAD request for `url` answers."""
+        with self.open(url, headers=headers, method="HEAD").body as body:
+            return body.headers
+
+    def open(
+        self,
+        url: str,
+        offset: int = 0,
+        *,
+        headers: dict[str, str] | None = None,
+        method: str = "GET",
+    ) -> Response:
+        """GET `url` from byte `offset`. The server may ignore the range and answer 200.
+        A 401 the `auth` can answer (new credentials) is sent once more."""
+        for attempt in (1, 2):
+            request = urllib.request.Request(url, headers=headers or {}, method=method)
+            request.add_header("User-Agent", USER_AGENT)
+            if offset:
+                request.add_header("Range", f"bytes={offset}-")
+            self._auth.apply(request)
+            try:
+                body = self._opener.open(request, timeout=TIMEOUT_S)
+            except urllib.error.HTTPError as error:
+                challenge = error.headers.get("WWW-Authenticate", "") if error.headers else ""
+                if error.code == 401 and attempt == 1 and self._auth.renew(challenge):
+                    error.close()
+                    continue
+                raise self._http_error(error, url) from None
+            except urllib.error.URLError as error:
+                raise RetryableError(f"cannot reach {_origin(url)}: {error.reason}") from None
+            except TRANSIENT_ERRORS as error:
+                raise RetryableError(f"{_origin(url)}: {error!r}") from None
+            return _response(body, offset)
+        raise AssertionError("unreachable")
 
     def _http_error(self, error: urllib.error.HTTPError, url: str) -> FetchError:
         code = error.headers.get("X-Error-Code", "") if error.headers else ""
         message = error.headers.get("X-Error-Message", "") if error.headers else ""
+        if not code:
+            code, message = _error_in_body(error, message)
         error.close()
         if error.code in RETRYABLE_STATUS:
             return RetryableError(f"HTTP {error.code} from {_origin(url)}")
@@ -113,6 +171,24 @@ class HttpClient:
         detail = f" ({said})" if said else ""
         explained = self._explain(error.code, url, code)
         return HttpStatusError(f"HTTP {error.code}{detail}: {explained}", error.code)
+
+
+def _error_in_body(error: urllib.error.HTTPError, message: str) -> tuple[str, str]:
+    """The error code and message an object store (S3 XML `<Code>`, `<Message>`) or a
+    registry (JSON `{"errors": [{"code", "message"}]}`) puts in the body."""
+    try:
+        text = error.read(ERROR_BODY_BYTES).decode(errors="replace")
+    except (OSError, AttributeError, http.client.HTTPException):  # no body: fp is None
+        return "", message
+    xml_code = re.search(r"<Code>([^<]{1,100})</Code>", text)
+    if xml_code:
+        xml_message = re.search(r"<Message>([^<]{1,300})</Message>", text)
+        return xml_code[1], xml_message[1] if xml_message else message
+    try:
+        first = json.loads(text)["errors"][0]
+        return str(first["code"]), str(first.get("message") or message)
+    except (ValueError, KeyError, IndexError, TypeError):
+        return "", message
 
 
 def _response(body: http.client.HTTPResponse, offset: int) -> Response:

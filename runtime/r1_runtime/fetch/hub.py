@@ -48,8 +48,8 @@ class HubSource:
         files = tuple(checked_file(_remote_file(sibling)) for sibling in info["siblings"])
         return Listing(commit=str(info.get("sha") or self.revision), files=files)
 
-    def file_url(self, commit: str, path: str) -> str:
-        return f"{self.endpoint}/{self.repo}/resolve/{quote(commit, safe='')}/{quote(path)}"
+    def file_url(self, commit: str, file: RemoteFile) -> str:
+        return f"{self.endpoint}/{self.repo}/resolve/{quote(commit, safe='')}/{quote(file.path)}"
 
     def explain(self, status: int, url: str, error_code: str) -> str:
         """What to fix for an HTTP error status, naming the setting to change."""

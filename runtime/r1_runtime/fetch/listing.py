@@ -12,13 +12,17 @@ from r1_runtime.fetch.errors import FetchError
 @dataclass(frozen=True, kw_only=True)
 class RemoteFile:
     """One file of the model. At least one digest is known, so every byte is verified:
-    `sha256` (Hugging Face LFS files, http manifests) or `git_sha1` (the git blob id of a
-    small file on the hub)."""
+    `sha256` (Hugging Face LFS files, http manifests, OCI blobs, S3 objects uploaded with a
+    SHA-256 checksum), `git_sha1` (the git blob id of a small file on the hub) or `md5`
+    (the ETag of an S3 object uploaded in one part). An object store's multipart object
+    without any of them carries only its `etag`: then the size alone is verified."""
 
     path: str
     size: int
     sha256: str | None = None
     git_sha1: str | None = None
+    md5: str | None = None
+    etag: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -26,6 +30,8 @@ class RemoteFile:
             "size": self.size,
             "sha256": self.sha256,
             "gitSha1": self.git_sha1,
+            "md5": self.md5,
+            "etag": self.etag,
         }
 
     @classmethod
@@ -35,6 +41,8 @@ class RemoteFile:
             size=int(data["size"]),
             sha256=data.get("sha256"),
             git_sha1=data.get("gitSha1"),
+            md5=data.get("md5"),
+            etag=data.get("etag"),
         )
 
 
@@ -68,9 +76,10 @@ def checked_path(path: object) -> str:
 
 
 def checked_file(file: RemoteFile) -> RemoteFile:
-    """`file` if it has a size and a digest to verify it against, else a FetchError."""
+    """`file` if it has a size and a digest (or an object store's ETag) to verify it
+    against, else a FetchError."""
     if file.size < 0:
         raise FetchError(f"the source lists {file.path} with a negative size")
-    if not file.sha256 and not file.git_sha1:
+    if not (file.sha256 or file.git_sha1 or file.md5 or file.etag):
         raise FetchError(f"the source lists {file.path} without a digest to verify it")
     return file

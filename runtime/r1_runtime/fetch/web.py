@@ -42,21 +42,10 @@ class WebSource:
 
     def list(self, client: HttpClient) -> Listing:
         """The manifest's files; its sha256 pins the listing as a commit would."""
-        data = client.get_bytes(self.manifest_url)
-        try:
-            files = json.loads(data)["files"]
-            listing = tuple(checked_file(RemoteFile.from_json(file)) for file in files)
-        except (ValueError, KeyError, TypeError) as error:
-            raise FetchError(
-                f"{self.manifest_url} is not an r1 manifest ({error!r}): expected "
-                '{"files": [{"path", "size", "sha256"}, ...]}, see docs/fetch.md'
-            ) from None
-        if any(not file.sha256 for file in listing):
-            raise FetchError(f"{self.manifest_url}: every file needs a sha256")
-        return Listing(commit=hashlib.sha256(data).hexdigest(), files=listing)
+        return parse_manifest(client.get_bytes(self.manifest_url), self.manifest_url)
 
-    def file_url(self, commit: str, path: str) -> str:
-        return urljoin(self.manifest_url, quote(path))
+    def file_url(self, commit: str, file: RemoteFile) -> str:
+        return urljoin(self.manifest_url, quote(file.path))
 
     def explain(self, status: int, url: str, error_code: str) -> str:
         if status in (401, 403) and self.token:
@@ -71,3 +60,19 @@ class WebSource:
         if status == 404:
             return f"{url} is listed in the manifest but not served"
         return f"GET {url} failed"
+
+
+def parse_manifest(data: bytes, where: str) -> Listing:
+    """The files an `r1-manifest.json` (read from `where`) lists, each with a sha256; the
+    manifest's own sha256 pins the listing as a commit would."""
+    try:
+        files = json.loads(data)["files"]
+        listing = tuple(checked_file(RemoteFile.from_json(file)) for file in files)
+    except (ValueError, KeyError, TypeError) as error:
+        raise FetchError(
+            f"{where} is not an r1 manifest ({error!r}): expected "
+            '{"files": [{"path", "size", "sha256"}, ...]}, see docs/fetch.md'
+        ) from None
+    if any(not file.sha256 for file in listing):
+        raise FetchError(f"{where}: every file needs a sha256")
+    return Listing(commit=hashlib.sha256(data).hexdigest(), files=listing)

@@ -85,13 +85,22 @@ def test_hub_errors_are_one_line_that_says_what_to_fix(
     ("argv", "message"),
     [
         pytest.param(
-            ["--source", "s3://bucket/r1"],
-            r"--source s3://bucket/r1: s3:// is not supported by this runtime yet; supported: hf://",
-            id="s3 is refused naming the flag and what is supported",
+            ["--source", "s3://My_Bucket/r1"],
+            r"--source s3://My_Bucket/r1: expected s3://<bucket>/<prefix>",
+            id="an s3 bucket name S3 would refuse",
         ),
-        pytest.param(["--source", "gs://bucket/r1"], r"gs:// is not supported", id="gs is refused"),
         pytest.param(
-            ["--source", "oci://reg/r1:1"], r"oci:// is not supported", id="oci is refused"
+            ["--source", "gs:///r1"], r"expected gs://<bucket>/<prefix>", id="gs without a bucket"
+        ),
+        pytest.param(
+            ["--source", "oci://reg.example/r1"],
+            r"expected oci://<registry>/<repository>:<tag> or .*@sha256:<digest>",
+            id="oci without a tag or digest",
+        ),
+        pytest.param(
+            ["--source", "ftp://host/r1"],
+            r"supported sources are hf://.*s3://<bucket>/<prefix>, gs://.*oci://",
+            id="another scheme is refused naming every supported one",
         ),
         pytest.param(
             ["--source", "hf://just-a-name"], r"expected hf://<org>/<repo>", id="a repo without org"
