@@ -4,8 +4,9 @@ the prefix is one file; requests are signed with SigV4 (sigv4.py). docs/fetch.md
 
 What each file is verified against, strongest first: the sha256 in `r1-manifest.json` at
 the prefix (when there is one, it alone lists the files), the object's full-object
-SHA-256 checksum (`x-amz-checksum-sha256`), the MD5 an ETag is for an object uploaded in
-one part; an object uploaded in parts without a checksum: its size only.
+SHA-256 checksum (`x-amz-checksum-sha256`), its MD5 (Cloud Storage's `x-goog-hash`, or the
+ETag of an S3 object uploaded in one part and not SSE-KMS/SSE-C encrypted); else (uploaded
+in parts, or encrypted with KMS, without a checksum) its size only.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import re
 import urllib.request
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from email.message import Message
 from urllib.parse import quote, urlencode, urlsplit
 
 from r1_runtime.fetch.errors import FetchError, HttpStatusError
@@ -40,6 +43,8 @@ CREDENTIAL_CODES = frozenset(
         "TokenRefreshRequired",
     }
 )
+HEAD_WORKERS = 8
+NOT_MD5_ENCRYPTION = frozenset({"aws:kms", "aws:kms:dsse"})  # their ETag is no MD5
 REGION_CODES = frozenset(
     {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
 )
@@ -105,7 +110,9 @@ class S3Source:
         if manifest is not None:
             return manifest
         items = list_objects(client, self.bucket_url, self.prefix)
-        files = [self._file(client, item) for item in items if not item.key.endswith("/")]
+        objects = [item for item in items if not item.key.endswith("/")]  # no folder markers
+        with ThreadPoolExecutor(HEAD_WORKERS, thread_name_prefix="r1-fetch-head") as pool:
+            files = list(pool.map(lambda item: self._file(client, item), objects))
         if not files:
             raise FetchError(
                 f"no objects under {self.location} on {self.store.endpoint}: "
@@ -114,9 +121,9 @@ class S3Source:
         size_only = [file.path for file in files if not (file.sha256 or file.md5)]
         if size_only:
             log(
-                f"{len(size_only)} object(s) uploaded in parts without a SHA-256 checksum "
-                f"({size_only[0]}, ...): verified by size only; put {MANIFEST_NAME} at the "
-                "prefix for sha256 checks (docs/fetch.md)"
+                f"{len(size_only)} object(s) without a SHA-256 checksum or an MD5 (uploaded "
+                f"in parts, or KMS-encrypted), e.g. {size_only[0]}: verified by size only; put "
+                f"{MANIFEST_NAME} at the prefix for sha256 checks (docs/fetch.md)"
             )
         return Listing(commit=_listing_digest(files), files=tuple(files))
 
@@ -134,28 +141,15 @@ class S3Source:
         return parse_manifest(data, f"{self.location}{MANIFEST_NAME}")
 
     def _file(self, client: HttpClient, item: ObjectItem) -> RemoteFile:
-        """The object as a file, with the strongest digest it has (a key ending in `/`,
-        a console's folder placeholder, is not one)."""
+        """The object as a file, with the strongest digest its HEAD tells (the listing
+        alone cannot: an SSE-KMS object's ETag looks like an MD5 but is not one)."""
         path = checked_path(item.key.removeprefix(self.prefix))
+        checksum_mode = {"x-amz-checksum-mode": "ENABLED"} if self.scheme == "s3" else {}
+        headers = client.head(self.object_url(item.key), checksum_mode)
         file = RemoteFile(path=path, size=item.size, etag=item.etag)
-        if "SHA256" in item.checksums and (sha256 := self._checksum(client, item.key)):
-            return dataclasses.replace(file, sha256=sha256)
-        if MD5_ETAG.match(item.etag):
-            return dataclasses.replace(file, md5=item.etag)
+        digests = object_digests(headers, item.etag)
+        file = dataclasses.replace(file, sha256=digests.get("sha256"), md5=digests.get("md5"))
         return checked_file(file)
-
-    def _checksum(self, client: HttpClient, key: str) -> str | None:
-        """The object's full-object SHA-256 (hex), or None for a composite one (a checksum
-        of the parts' checksums, which no single pass over the bytes reproduces)."""
-        headers = client.head(self.object_url(key), {"x-amz-checksum-mode": "ENABLED"})
-        value = headers.get("x-amz-checksum-sha256", "")
-        if not value or "-" in value or headers.get("x-amz-checksum-type") == "COMPOSITE":
-            return None
-        try:
-            digest = base64.b64decode(value, validate=True)
-        except binascii.Error:
-            return None
-        return digest.hex() if len(digest) == 32 else None
 
     def explain(self, status: int, url: str, error_code: str) -> str:
         """What to fix, naming the bucket and prefix, the credentials' origin and the setting."""
@@ -200,12 +194,37 @@ class S3Source:
         return "set AWS_REGION (or region in the credentials file) to the bucket's region"
 
 
+def object_digests(headers: Message, etag: str) -> dict[str, str]:
+    """The digests an object's HEAD answer vouches for: `sha256` from a full-object
+    `x-amz-checksum-sha256` (a composite one, `<b64>-N`, checksums the parts' checksums),
+    `md5` from Cloud Storage's `x-goog-hash`, else from an ETag without `-` unless the
+    object is SSE-KMS or SSE-C encrypted."""
+    sha256 = _b64_hex(headers.get("x-amz-checksum-sha256", ""), 32)
+    if sha256 and headers.get("x-amz-checksum-type", "FULL_OBJECT") == "FULL_OBJECT":
+        return {"sha256": sha256}
+    if headers.get("x-goog-hash"):
+        parts = ",".join(headers.get_all("x-goog-hash", [])).split(",")
+        hashes = dict(part.strip().partition("=")[::2] for part in parts)
+        md5 = _b64_hex(hashes.get("md5", ""), 16)
+        return {"md5": md5} if md5 else {}
+    encrypted = headers.get("x-amz-server-side-encryption", "") in NOT_MD5_ENCRYPTION
+    encrypted |= bool(headers.get("x-amz-server-side-encryption-customer-algorithm"))
+    return {"md5": etag} if MD5_ETAG.match(etag) and not encrypted else {}
+
+
+def _b64_hex(value: str, num_bytes: int) -> str | None:
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        return None
+    return digest.hex() if len(digest) == num_bytes else None
+
+
 @dataclass(frozen=True)
 class ObjectItem:
     key: str
     size: int
     etag: str
-    checksums: tuple[str, ...]
 
 
 def list_objects(client: HttpClient, bucket_url: str, prefix: str) -> Iterator[ObjectItem]:
@@ -237,14 +256,11 @@ def _parse_page(data: bytes, bucket_url: str) -> _Page:
     items = []
     for contents in _children(root, "Contents"):
         fields = {_tag(child): (child.text or "") for child in contents}
-        checksums = tuple(child.text or "" for child in _children(contents, "ChecksumAlgorithm"))
         try:
             size = int(fields["Size"])
         except (KeyError, ValueError):
             raise FetchError(f"{bucket_url}: an object without a size in the listing") from None
-        items.append(
-            ObjectItem(fields.get("Key", ""), size, fields.get("ETag", "").strip('"'), checksums)
-        )
+        items.append(ObjectItem(fields.get("Key", ""), size, fields.get("ETag", "").strip('"')))
     truncated = next((c.text for c in _children(root, "IsTruncated")), "false") == "true"
     token = next((c.text for c in _children(root, "NextContinuationToken")), None)
     if truncated and not token:

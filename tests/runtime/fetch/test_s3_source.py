@@ -84,6 +84,7 @@ def store(
             }
             yield Store(server, "s3", env, None, model[1])
             return
+        server.google = True
         key = {"accessKeyId": ACCESS_KEY, "secretAccessKey": SECRET, "endpoint": server.endpoint}
         credentials = tmp_path / "credentials"
         credentials.write_text(json.dumps(key) + "\n")
@@ -164,14 +165,21 @@ def test_an_object_with_a_sha256_checksum_is_verified_by_it(s3: Store, tmp_path:
     assert file["md5"] is None
 
 
-def test_a_multipart_object_without_checksum_is_verified_by_size_and_says_so(
-    s3: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("multipart", id="uploaded in parts (ETag md5-of-md5s-N)"),
+        pytest.param("kms", id="SSE-KMS encrypted (ETag no MD5)"),
+    ],
+)
+def test_an_object_without_checksum_or_md5_is_verified_by_size_and_says_so(
+    kind: str, s3: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    s3.bucket.multipart.add(PREFIX + SHARD)
+    getattr(s3.bucket, kind).add(PREFIX + SHARD)
     s3.fetch(tmp_path / "abc")
     file = marker_files(tmp_path / "abc")[SHARD]
-    assert (file["md5"], file["sha256"]) == (None, None) and str(file["etag"]).endswith("-3")
-    assert "1 object(s) uploaded in parts without a SHA-256 checksum" in capsys.readouterr().err
+    assert (file["md5"], file["sha256"]) == (None, None) and file["etag"]
+    assert "1 object(s) without a SHA-256 checksum or an MD5" in capsys.readouterr().err
     assert_same_files(tmp_path / "abc", s3.files)
 
 
