@@ -162,12 +162,16 @@ def _add_fetch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     command.add_argument(
         "--source",
         required=True,
-        help="hf://<org>/<repo>, or http(s):// (a directory holding r1-manifest.json)",
+        help="hf://<org>/<repo>, http(s):// (a directory holding r1-manifest.json), "
+        "s3://<bucket>/<prefix>, gs://<bucket>/<prefix>, oci://<registry>/<repo>:<tag>",
     )
     command.add_argument("--revision", help="branch, tag or commit (hf:// only; default main)")
     command.add_argument("--dest", required=True, type=Path, help="directory the weights go to")
     command.add_argument(
-        "--credentials-file", type=Path, help="a token for the store (bearer token for http(s))"
+        "--credentials-file",
+        type=Path,
+        help="credentials for the store: a bearer token (hf, http(s)), JSON access key "
+        "(s3, gs HMAC) or docker config.json (oci); docs/fetch.md",
     )
     command.set_defaults(command=_fetch)
 
