@@ -13,7 +13,7 @@ Runs tests/kube_emulator.py (a real HTTP API server on loopback) and the real op
 - the process's peak RSS (operator, emulator and this script share the process, so it is
   an upper bound for the operator).
 
-    .venv/bin/python bench/operator_scale.py [--n 200] [--drift 15]
+    .venv/bin/python bench/operator_scale.py [--n 200] [--drift 30]
 
 JSON goes to bench/results/operator_scale.json.
 """
@@ -64,6 +64,9 @@ class Figures:
     drift_interval_s: float
     converge_s: float
     update_converge_s: float
+    create_sent_s: float
+    """Of converge_s: how long this script took to send the N creates (one client, in turn)."""
+    update_sent_s: float
     requests_per_deployment: dict[str, float]
     writes_per_deployment_create: dict[str, float]
     children_per_deployment: int
@@ -98,6 +101,7 @@ def _measure(cluster: Cluster, n: int, drift: float, timeout: float) -> Figures:
     before, mark, started = cluster.server.request_counts(), cluster.write_mark(), time.monotonic()
     for manifest in manifests:
         cluster.create(manifest)
+    create_sent_s = time.monotonic() - started
     _wait_converged(cluster, desired, 1, timeout)
     converge_s = time.monotonic() - started
     cluster.wait_quiet(1.0, timeout=timeout)
@@ -106,10 +110,11 @@ def _measure(cluster: Cluster, n: int, drift: float, timeout: float) -> Figures:
 
     resync = _noop_resync(cluster, n, drift, timeout)
 
+    updated = [render.render(validate(_merged(m, UPDATE))) for m in manifests]
     mark, started = cluster.write_mark(), time.monotonic()
     for manifest in manifests:
         cluster.patch("DeepSeekDeployment", NAMESPACE, manifest["metadata"]["name"], UPDATE)
-    updated = [render.render(validate(_merged(m, UPDATE))) for m in manifests]
+    update_sent_s = time.monotonic() - started
     _wait_converged(cluster, updated, 2, timeout)
     update_s = time.monotonic() - started
     cluster.wait_quiet(1.0, timeout=timeout)
@@ -120,6 +125,8 @@ def _measure(cluster: Cluster, n: int, drift: float, timeout: float) -> Figures:
         drift_interval_s=drift,
         converge_s=round(converge_s, 2),
         update_converge_s=round(update_s, 2),
+        create_sent_s=round(create_sent_s, 2),
+        update_sent_s=round(update_sent_s, 2),
         requests_per_deployment=_per(created, n),
         writes_per_deployment_create=_per(_by_target(create_writes), n),
         children_per_deployment=children,
@@ -247,7 +254,9 @@ def summary(figures: Figures) -> str:
     requests = sum(figures.requests_per_deployment.values())
     lines = [
         f"N={figures.n} DeepSeekDeployments ({figures.children_per_deployment} children each)",
-        f"  converge (create): {figures.converge_s} s; update: {figures.update_converge_s} s",
+        f"  converge: create {figures.converge_s} s (sending them took "
+        f"{figures.create_sent_s} s); update {figures.update_converge_s} s "
+        f"(sending {figures.update_sent_s} s)",
         f"  API requests per deployment (create, until quiet): {requests:.1f} "
         f"{figures.requests_per_deployment}",
         f"  writes per deployment (create): {figures.writes_per_deployment_create}",
@@ -264,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200, help="DeepSeekDeployments (default 200)")
     parser.add_argument(
-        "--drift", type=float, default=15.0, help="drift timer interval, seconds (default 15)"
+        "--drift",
+        type=float,
+        default=30.0,
+        help="drift timer interval, seconds (default 30; the operator's own default is 300)",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="per phase, seconds")
     parser.add_argument("--out", type=Path, default=RESULTS)

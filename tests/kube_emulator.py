@@ -104,6 +104,11 @@ class ApiServer(kmock.KubernetesEmulator):
     )
     _forgotten_rv: int = attrs.field(default=0, init=False)
     _applied: dict[Key, dict[str, set[tuple[str, ...]]]] = attrs.field(factory=dict, init=False)
+    _collections: dict[tuple[kmock.resource, str | None], dict[Key, None]] = attrs.field(
+        factory=dict, init=False
+    )
+    """Keys by (resource, namespace), in creation order: lists read one collection, not all."""
+    _uids: set[str] = attrs.field(factory=set, init=False)
     _faults: list[Fault] = attrs.field(factory=list, init=False)
     _writes: collections.deque[Write] = attrs.field(
         factory=lambda: collections.deque(maxlen=20000), init=False
@@ -408,6 +413,8 @@ class ApiServer(kmock.KubernetesEmulator):
         whose every owner is gone are deleted too (finalizers honoured)."""
         obj = self._get(key)
         del self.objects[key]
+        self._collections.get((key[0], key[1]), {}).pop(key, None)
+        self._uids.discard(obj["metadata"]["uid"])
         self._applied.pop(key, None)
         gone = self._record(key, obj, "DELETED")
         live = self._live_uids()
@@ -424,6 +431,8 @@ class ApiServer(kmock.KubernetesEmulator):
     def _store(self, key: Key, obj: Obj, kind: str) -> Obj:
         stored = self._record(key, obj, kind)
         self.objects[key] = stored
+        self._collections.setdefault((key[0], key[1]), {})[key] = None
+        self._uids.add(stored["metadata"]["uid"])
         return stored
 
     def _record(self, key: Key, obj: Obj, event: str) -> Obj:
@@ -447,18 +456,21 @@ class ApiServer(kmock.KubernetesEmulator):
         return self.objects[key].raw
 
     def _scan(self, request: kmock.Request) -> list[tuple[Key, Obj]]:
-        return [
-            (key, obj)
-            for key, obj in self._scan_all()
-            if key[0] == request.resource
-            if request.namespace is None or key[1] == request.namespace
+        # Gap: kmock scans every object of every kind for each list; at N=200 deployments
+        # (~2,000 objects) that made lists the emulator's main cost.
+        collections_ = [
+            keys
+            for (resource, namespace), keys in self._collections.items()
+            if resource == request.resource
+            if request.namespace is None or namespace == request.namespace
         ]
+        return [(key, self.objects[key].raw) for keys in collections_ for key in list(keys)]
 
     def _scan_all(self) -> list[tuple[Key, Obj]]:
         return [(key, self.objects[key].raw) for key in list(self.objects)]
 
     def _live_uids(self) -> set[str]:
-        return {obj["metadata"]["uid"] for _, obj in self._scan_all()}
+        return self._uids
 
     def _kind(self, resource: kmock.resource | None) -> tuple[str, str]:
         if resource is None or resource not in self.resources:

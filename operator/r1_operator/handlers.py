@@ -80,10 +80,9 @@ def on_workload_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
     """A workload version a reconcile already saw (the answer to its own apply) tells
     nothing new; any other version, or a deletion, reconciles the parent."""
     owner = body.metadata.labels.get(labels.DEPLOYMENT)
-    namespace = body.metadata.namespace or "default"
-    seen = memo.serial.seen_workload(namespace, owner)
-    if owner and (type == "DELETED" or body.metadata.get("resourceVersion") != seen):
-        reconcile_latest(memo, namespace, owner)
+    version = None if type == "DELETED" else body.metadata.get("resourceVersion")
+    if owner:
+        reconcile_latest(memo, body.metadata.namespace or "default", owner, unless_seen=version)
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED_LABELS)
@@ -101,14 +100,21 @@ def on_pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -
         reconcile_latest(memo, namespace, owner)
 
 
-def reconcile_latest(memo: kopf.Memo, namespace: str, name: str) -> Reconciled | None:
-    """Reconcile the deployment as it is now, one reconcile per deployment at a time.
+def reconcile_latest(
+    memo: kopf.Memo, namespace: str, name: str, unless_seen: str | None = None
+) -> Reconciled | None:
+    """Reconcile the deployment as it is now, one reconcile per deployment at a time;
+    nothing when `unless_seen` is the workload version the last reconcile saw.
 
     NOTE: kopf runs each trigger (create/update, timer, workload event) in its own worker,
     and their bodies may be older than a status another trigger just wrote: a reconcile
     from such a body would write the same status again and repeat its Event. So reconciles
-    of one deployment queue on a lock and each reads the object afresh inside it."""
+    of one deployment queue on a lock and each reads the object afresh inside it. The
+    event of a reconcile's own apply usually arrives while that reconcile still runs, so
+    the seen version is compared inside the lock too."""
     with memo.serial.lock(namespace, name):
+        if unless_seen is not None and unless_seen == memo.serial.seen_workload(namespace, name):
+            return None
         try:
             body = memo.kube.get(DEEPSEEK, namespace, name)
         except ApiException as error:
