@@ -1,7 +1,8 @@
 """`r1-runtime fetch`: put a model's weights on the hot tier, verified, once.
 
-`parse_source` turns the flags into a source (Hugging Face hub, or an http(s) directory
-with a manifest); `fetch(source, dest)` downloads what `dest` lacks under a lock shared by
+`parse_source` turns the flags into a source (Hugging Face hub, an http(s) directory with
+a manifest, an S3 or Cloud Storage prefix, an ORAS artifact in an OCI registry);
+`fetch(source, dest)` downloads what `dest` lacks under a lock shared by
 all pods, verifies every byte and writes a completion marker last. docs/fetch.md.
 """
 
