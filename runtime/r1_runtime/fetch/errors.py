@@ -20,8 +20,10 @@ class RetryableError(FetchError):
 
 
 class HttpStatusError(FetchError):
-    """The server answered an HTTP error status that retrying does not fix."""
+    """The server answered an HTTP error status that retrying does not fix; `code` is the
+    error code it gave (X-Error-Code, an S3 `<Code>`, a registry's `errors[0].code`)."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, code: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.code = code

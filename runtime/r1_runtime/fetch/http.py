@@ -170,7 +170,7 @@ class HttpClient:
         said = ": ".join(part for part in (code, message) if part)
         detail = f" ({said})" if said else ""
         explained = self._explain(error.code, url, code)
-        return HttpStatusError(f"HTTP {error.code}{detail}: {explained}", error.code)
+        return HttpStatusError(f"HTTP {error.code}{detail}: {explained}", error.code, code)
 
 
 def _error_in_body(error: urllib.error.HTTPError, message: str) -> tuple[str, str]:

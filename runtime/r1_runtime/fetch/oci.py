@@ -23,7 +23,8 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
+ARTIFACT_MANIFEST = "application/vnd.oci.artifact.manifest.v1+json"  # ORAS before 1.0
+ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, ARTIFACT_MANIFEST))
 TITLE = "org.opencontainers.image.title"
 UNPACK = "io.deis.oras.content.unpack"  # ORAS: a directory pushed as a tar archive
 SHA256_DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
@@ -72,7 +73,8 @@ class OciSource:
         digest, manifest = self._manifest(client, self.reference)
         if "manifests" in manifest:
             digest, manifest = self._manifest(client, _only_manifest(manifest, self.name))
-        files = [_file(layer) for layer in manifest.get("layers") or [] if _is_file(layer)]
+        layers = manifest.get("layers") or manifest.get("blobs") or []  # blobs: artifact manifest
+        files = [_file(layer) for layer in layers if _is_file(layer)]
         if not files:
             raise FetchError(
                 f"{self.name} has no layer annotated {TITLE}: not an ORAS artifact of files "

@@ -135,7 +135,7 @@ class S3Source:
         try:
             data = client.get_bytes(url)
         except HttpStatusError as error:
-            if error.status == 404 or (error.status == 403 and "AccessDenied" in str(error)):
+            if error.status == 404 or error.code == "AccessDenied":
                 return None  # no manifest (a 403 without s3:ListBucket): the listing decides
             raise
         return parse_manifest(data, f"{self.location}{MANIFEST_NAME}")
