@@ -109,7 +109,9 @@ class S3Source:
         manifest = self._manifest(client)
         if manifest is not None:
             return manifest
-        items = list_objects(client, self.bucket_url, self.prefix)
+        # NOTE: path-style lists `/<bucket>?...`, as boto3 does; virtual-hosted lists `/?...`.
+        list_url = self.bucket_url if self.store.path_style else f"{self.bucket_url}/"
+        items = list_objects(client, list_url, self.prefix)
         objects = [item for item in items if not item.key.endswith("/")]  # no folder markers
         with ThreadPoolExecutor(HEAD_WORKERS, thread_name_prefix="r1-fetch-head") as pool:
             files = list(pool.map(lambda item: self._file(client, item), objects))
@@ -228,13 +230,14 @@ class ObjectItem:
 
 
 def list_objects(client: HttpClient, bucket_url: str, prefix: str) -> Iterator[ObjectItem]:
-    """Every object under `prefix` (ListObjectsV2, following continuation tokens)."""
+    """Every object under `prefix` (ListObjectsV2 on `bucket_url`, following continuation
+    tokens)."""
     token: str | None = None
     while True:
         params = {"list-type": "2", "prefix": prefix} | (
             {"continuation-token": token} if token else {}
         )
-        data = client.get_bytes(f"{bucket_url}/?{urlencode(params, quote_via=quote, safe='~')}")
+        data = client.get_bytes(f"{bucket_url}?{urlencode(params, quote_via=quote, safe='~')}")
         page = _parse_page(data, bucket_url)
         yield from page.items
         if not page.next_token:

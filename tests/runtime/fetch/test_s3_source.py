@@ -120,7 +120,10 @@ def test_first_fetch_lists_every_page_and_gets_each_object_once_byte_identical(
     dest = tmp_path / "uri" / "abc"
     store.fetch(dest)
     assert_same_files(dest, store.files)
-    assert len(store.server.list_requests()) == 3, "5 keys, 2 a page"
+    pages = store.server.list_requests()
+    assert len(pages) == 3, "5 keys, 2 a page"
+    assert all(page.startswith("/models?list-type=2&prefix=r1%2Fdemo%2F") for page in pages)
+    assert "&continuation-token=%2B%2B%2F%2F" in pages[1], "a token with + and / round-trips"
     for name in store.files:
         assert store.server.object_gets("models", PREFIX + name) == [None], name
     for name, file in marker_files(dest).items():
