@@ -309,11 +309,17 @@ class ApiServer(kmock.KubernetesEmulator):
     async def _serve_create(self, request: kmock.Request) -> kmock.Response:
         body = copy.deepcopy(request.data)
         meta = body.setdefault("metadata", {})
-        if not meta.get("name") and meta.get("generateName"):
-            # Gap: kopf posts Events with generateName; kmock stores them all under None.
-            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        generated = not meta.get("name") and meta.get("generateName")
         key = (request.resource, request.namespace or meta.get("namespace"), meta.get("name"))
         async with self._lock:
+            for _ in range(8 if generated else 0):
+                # Gap: kopf posts Events with generateName; kmock stores them all under None.
+                # A clash retries with another suffix, as API servers do since 1.31
+                # (RetryGenerateName).
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+                key = (*key[:2], meta["name"])
+                if key not in self.objects:
+                    break
             if key in self.objects:
                 raise kmock.KubernetesError(409, "AlreadyExists", f"{key[2]} already exists")
             return kmock.Response(status=201, payload=self._create(key, body))
