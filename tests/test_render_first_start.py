@@ -10,7 +10,15 @@ import pytest
 from r1_operator import labels
 from r1_operator.render import args, probes, render
 from r1_operator.render.configmap import runtime_settings
-from render_support import Manifest, container, dsd, flag_value, of_kind, pod_templates
+from render_support import (
+    Manifest,
+    container,
+    dsd,
+    flag_value,
+    of_kind,
+    pod_templates,
+    validate_strictly,
+)
 
 R1_671B = {
     "model": {
@@ -88,6 +96,11 @@ def test_the_rollout_deadline_covers_the_download_and_the_startup_budget(model: 
 
 def job_of(overrides: dict[str, Any], **metadata: str) -> Manifest:
     return of_kind(render(dsd({**PREBUILD, **overrides}, **metadata)), "Job")[0]
+
+
+@pytest.mark.parametrize("overrides", [{}, DISTILL_1_5B, {"resources": {"gpus": 0}}])
+def test_the_job_is_valid_for_kubernetes(overrides: dict[str, Any]) -> None:
+    validate_strictly(job_of(overrides))
 
 
 def test_no_job_without_prebuild() -> None:
