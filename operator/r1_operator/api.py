@@ -471,7 +471,8 @@ class InputFilter(Spec):
     deny_patterns: list[Regex] = Field(default_factory=list, max_length=256)
     """Regular expressions (Python `re`); a prompt any of them matches (`re.search`) is refused."""
     max_prompt_chars: int | None = Field(default=None, ge=1)
-    """Longest prompt in characters (all messages' text); unset: only the model's limit."""
+    """Longest prompt in characters of the text the model reads (chat template applied);
+    unset: only the model's limit."""
 
 
 class RedactionPattern(Spec):
