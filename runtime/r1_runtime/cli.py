@@ -58,12 +58,12 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
         check_backend(config)
         if not config.build_on_start:
             plan_engine(config)  # no cached engine: stop here, before the server starts
+        from r1_runtime.server.serve import serve
+
+        return serve(config)
     except ConfigError as error:
         print(f"r1-runtime serve: error: {error}", file=sys.stderr)
         return 2
-    from r1_runtime.server.serve import serve
-
-    return serve(config)
 
 
 TERMINATION_LOG = Path("/dev/termination-log")

@@ -14,7 +14,7 @@ from functools import partial
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from r1_runtime.config import RuntimeConfig
+from r1_runtime.config import ConfigError, RuntimeConfig
 from r1_runtime.security.audit import AuditLog, audit_path
 from r1_runtime.server.errors import APIError, install_error_handler
 from r1_runtime.server.model import LoadedModel, load_model
@@ -52,7 +52,14 @@ def _audit_log(config: RuntimeConfig) -> AuditLog | None:
     """The audit log when settings.json turns it on (config checks that --log-dir is set)."""
     if not config.settings.security.audit.enabled or config.log_dir is None:
         return None
-    return AuditLog(audit_path(config.log_dir, os.environ.get("HOSTNAME")))
+    path = audit_path(config.log_dir, os.environ.get("HOSTNAME"))
+    try:
+        return AuditLog(path)
+    except OSError as error:
+        raise ConfigError(
+            f"--log-dir {config.log_dir}: cannot write the audit log {path}: {error.strerror}; "
+            "mount a writable volume there (the cold tier) or turn security.audit.enabled off"
+        ) from error
 
 
 @asynccontextmanager

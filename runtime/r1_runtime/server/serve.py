@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from r1_runtime.config import RuntimeConfig
+from r1_runtime.config import ConfigError, RuntimeConfig
 from r1_runtime.server.app import Loader, create_app
 from r1_runtime.server.review import CLIENT_CERT_SUBJECT, cert_subject
 from r1_runtime.server.routes import CLIENT_CERT_STATE
@@ -117,8 +117,14 @@ def _configure_logging(log_dir: Path | None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_dir is not None:
         pod_dir = log_dir / os.environ.get("HOSTNAME", "local")
-        pod_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(pod_dir / "runtime.log"))
+        try:
+            pod_dir.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.FileHandler(pod_dir / "runtime.log"))
+        except OSError as error:
+            raise ConfigError(
+                f"--log-dir {log_dir}: cannot write {pod_dir}: {error.strerror}; mount a "
+                "writable volume there (the cold tier)"
+            ) from error
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

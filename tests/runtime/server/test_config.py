@@ -193,6 +193,18 @@ def test_tensorrt_without_a_gpu_fails_fast(
     )
 
 
+def test_an_unwritable_log_dir_stops_the_start_with_the_flag_and_the_fix(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_a_directory = tmp_path / "logs"
+    not_a_directory.write_text("a file where the cold tier should be mounted\n")
+    values = single_node(files, **{"--backend": "eager", "--log-dir": str(not_a_directory)})
+    assert main(["serve", *argv(values)]) == 2
+    error = capsys.readouterr().err
+    assert f"r1-runtime serve: error: --log-dir {not_a_directory}: cannot write" in error
+    assert "mount a writable volume there" in error
+
+
 def test_precision_wins_over_dtype_and_auto_follows_the_checkpoint(files: dict[str, Path]) -> None:
     both = config_of(single_node(files, **{"--precision": "fp32", "--dtype": "bfloat16"}))
     auto = config_of(single_node(files, **{"--precision": "auto", "--dtype": "auto"}))
