@@ -119,6 +119,8 @@ class ApiServer(kmock.KubernetesEmulator):
         factory=collections.Counter, init=False
     )
     """How many error answers of each HTTP status were given, injected faults excepted."""
+    watch_selectors: dict[str, set[str]] = attrs.field(factory=dict, init=False)
+    """labelSelector of the watch requests, by resource plural ("" for none)."""
     requests: collections.Counter[Request] = attrs.field(factory=collections.Counter, init=False)
     """Every request by (User-Agent, verb, resource plural[/subresource]); see `verb`."""
 
@@ -257,7 +259,10 @@ class ApiServer(kmock.KubernetesEmulator):
         # watch after its list), ignores selectors, never bookmarks and never times out.
         self._kind(request.resource)
         yield b""  # kmock: send the headers now
-        matches = _selector(request.params.get("labelSelector"))
+        selector = request.params.get("labelSelector") or ""
+        with self._guard:
+            self.watch_selectors.setdefault(request.resource.plural, set()).add(selector)
+        matches = _selector(selector)
         since, loop = request.params.get("resourceVersion"), asyncio.get_running_loop()
         deadline = loop.time() + float(request.params.get("timeoutSeconds") or 3600)
         async with self._lock:

@@ -34,6 +34,10 @@ LWS_RETRY_DELAY = 300.0
 """Installing a CRD is a human step: look again every few minutes, not in a hot loop."""
 
 OWNED_LABELS = {labels.MANAGED_BY: labels.FIELD_MANAGER}
+DEPLOYMENTS = ("apps", "v1", "deployments")
+LEADER_WORKER_SETS = ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets")
+JOBS = ("batch", "v1", "jobs")
+PODS = ("", "v1", "pods")
 
 
 @kopf.on.startup()
@@ -51,6 +55,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # A stuck API request must fail and be retried rather than block a handler for 5 minutes.
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
+    # Children are watched through a server-side label selector: kopf's `labels=` filter
+    # alone streams every pod, Deployment and Job of the cluster and filters in memory.
+    for resource in (DEPLOYMENTS, LEADER_WORKER_SETS, JOBS, PODS):
+        settings.watching.label_selectors[resource] = f"{labels.MANAGED_BY}={labels.FIELD_MANAGER}"
     # Events for warnings and errors only: Normal events come from reconcile itself.
     settings.posting.level = logging.WARNING
     # Reconciles are blocking API calls in threads; one busy deployment must not starve others.
@@ -73,9 +81,9 @@ def on_drift_timer(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     reconcile_latest(memo, body.metadata.namespace or "default", body.metadata.name or "")
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=OWNED_LABELS)
-@kopf.on.event("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", labels=OWNED_LABELS)
-@kopf.on.event("batch", "v1", "jobs", labels=OWNED_LABELS)
+@kopf.on.event(*DEPLOYMENTS, labels=OWNED_LABELS)
+@kopf.on.event(*LEADER_WORKER_SETS, labels=OWNED_LABELS)
+@kopf.on.event(*JOBS, labels=OWNED_LABELS)
 def on_workload_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     """A workload version a reconcile already saw (the answer to its own apply) tells
     nothing new; any other version, or a deletion, reconciles the parent."""
@@ -85,14 +93,14 @@ def on_workload_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
         reconcile_latest(memo, body.metadata.namespace or "default", owner, unless_seen=version)
 
 
-@kopf.on.event("", "v1", "pods", labels=OWNED_LABELS)
+@kopf.on.event(*PODS, labels=OWNED_LABELS)
 def on_pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     """A pod that moved to another first-start stage (fetching, building, ready: see
     first_start.py) reconciles its deployment, so ModelCached/EngineBuilt and the phase
     follow within seconds rather than at the next drift timer.
 
     NOTE: pods change status often (probes, restarts); a reconcile is ~10 reads, so only a
-    change of stage triggers one. The watch is label-filtered like the workload's."""
+    change of stage triggers one. The watch is label-selected on the server (configure)."""
     owner = body.metadata.labels.get(labels.DEPLOYMENT)
     namespace, uid = body.metadata.namespace or "default", body.metadata.uid or ""
     stage = "deleted" if type == "DELETED" else pod_stage(body).stage

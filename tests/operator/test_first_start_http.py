@@ -157,3 +157,10 @@ def test_a_failed_prebuild_fails_the_deployment_and_holds_the_workload(
     ready = next(c for c in status(r1, ns)["conditions"] if c["type"] == "Ready")
     assert "backoff limit reached" in ready["message"]
     assert r1.get("Deployment", ns, "r1") is None
+
+
+@pytest.mark.parametrize("plural", ["pods", "jobs", "deployments"])
+def test_children_are_watched_through_a_server_side_selector(r1: Cluster, plural: str) -> None:
+    owned = f"{labels.MANAGED_BY}={labels.FIELD_MANAGER}"
+    watched = wait_for(lambda: r1.server.watch_selectors.get(plural), what=f"a {plural} watch")
+    assert watched == {owned}
