@@ -2,7 +2,11 @@
 
 Runs in that system's own virtual environment, so it imports only what its system needs:
 
-    python bench/peer_workers.py {engine,vllm,llamacpp,transformers} MODEL PROMPTS_JSON DTYPE
+    python bench/peer_workers.py {engine,vllm,llamacpp,transformers} MODEL PROMPTS_JSON DTYPE \
+        [BACKEND]
+
+BACKEND (the engine's only: eager, compile) defaults to eager; compile builds into a fresh
+temporary entry, so its start-up includes compiling.
 
 Protocol: once loaded and warmed up it prints `READY`; then, for each command read from stdin
 (`offline`: every prompt at once, `single`: one prompt at a time), it runs that workload and
@@ -24,9 +28,14 @@ NUM_SINGLE = 8  # prompts run one at a time
 Generate = Callable[[list[list[int]]], list[list[int]]]  # prompts -> output ids, all at once
 
 
-def engine(model: str, dtype: str) -> Generate:
+def engine(model: str, dtype: str, backend: str = "eager") -> Generate:
+    import atexit
+    import shutil
+    import tempfile
+
     import torch
     from r1_runtime.engine import SamplingParams
+    from r1_runtime.engine.backends import get_backend
     from r1_runtime.engine.llm_engine import LLMEngine
 
     llm = LLMEngine.from_model_dir(
@@ -36,6 +45,9 @@ def engine(model: str, dtype: str) -> Generate:
         max_batch_tokens=2048,
         kv_cache_memory=256 << 20,
     )
+    entry = Path(tempfile.mkdtemp(prefix=f"engine-{backend}-"))
+    atexit.register(shutil.rmtree, entry, ignore_errors=True)
+    get_backend(backend, torch.device("cpu")).prepare(llm, entry)
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
 
     def generate(prompts: list[list[int]]) -> list[list[int]]:
@@ -124,11 +136,11 @@ def timed(generate: Generate, groups: list[list[list[int]]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    name, model, prompts_file, dtype = sys.argv[1:5]
+    name, model, prompts_file, dtype, *backend = sys.argv[1:6]
     results = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # NOTE: whatever the libraries print goes to stderr, away from the protocol
     prompts = json.loads(Path(prompts_file).read_text())
-    generate = SYSTEMS[name](model, dtype)
+    generate = SYSTEMS[name](model, dtype, *backend)
     generate([prompts[0]])  # warm-up
     if name in ("engine", "vllm"):
         generate(prompts[:8])

@@ -6,7 +6,11 @@ Every system is a worker process in its own venv (`bench/peer_workers.py`), load
 up once, idle while another runs. Each round runs every system in turn (A B A B ...); a figure
 is the best of its rounds, as other work on the machine only ever slows a run down.
 
-    .venv/bin/python bench/peers.py [--rounds 5]
+    .venv/bin/python bench/peers.py [--rounds 5] [--backends eager compile]
+        [--only bf16:single] [--systems engine llamacpp]
+
+`--backends`: the engine runs with each (`engine` is the first, `engine-<name>` the others, in
+every workload the engine runs); `--only`/`--systems` measure a subset (no summary then).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from engine_throughput import (
 
 BENCH = Path(__file__).parent
 PEERS = BENCH.parent / ".cache" / "bench-peers"
+WORKER_SYSTEMS = ("vllm", "llamacpp", "transformers")
 PAUSE_S = 1.0  # between runs: lets the previous system's OpenMP threads stop spinning
 # (dtype, workload) -> systems, in the order each round runs them
 PLAN = {
@@ -43,13 +48,16 @@ PLAN = {
 class Worker:
     """One `peer_workers.py` process; `run` sends a command and waits for its result."""
 
-    def __init__(self, name: str, python: Path, model: Path, prompts: Path, dtype: str) -> None:
+    def __init__(
+        self, name: str, python: Path, model: Path, prompts: Path, dtype: str, *extra: str
+    ) -> None:
         self.name = name
         log = open(PEERS / f"{name}-{dtype}.log", "w")  # noqa: SIM115 - lives with the process
         env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "0-1"}  # NOTE: else vLLM keeps a core
-        command = [str(python), str(BENCH / "peer_workers.py"), name, str(model), str(prompts)]
+        system = name.partition("-")[0]
+        command = [str(python), str(BENCH / "peer_workers.py"), system, str(model), str(prompts)]
         self.process = subprocess.Popen(
-            [*command, dtype], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+            [*command, dtype, *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
             text=True, env=env, cwd=PEERS,
         )  # fmt: skip
         if self._line() != "READY":
@@ -75,8 +83,16 @@ class Worker:
         return self.process.stdout.readline().strip()
 
 
-def start_workers(dtype: str, model_dir: Path, prompts: Path) -> dict[str, Worker]:
-    systems = {name for (d, _), names in PLAN.items() if d == dtype for name in names}
+def engine_names(backends: list[str]) -> dict[str, str]:
+    """Worker name -> engine backend: `engine` runs the first backend."""
+    return {("engine" if i == 0 else f"engine-{b}"): b for i, b in enumerate(backends)}
+
+
+def start_workers(
+    dtype: str, model_dir: Path, prompts: Path, plan: dict[tuple[str, str], list[str]],
+    backends: list[str],
+) -> dict[str, Worker]:  # fmt: skip
+    systems = {name for (d, _), names in plan.items() if d == dtype for name in names}
     pythons = {
         "engine": Path(sys.executable),
         "transformers": Path(sys.executable),
@@ -84,9 +100,12 @@ def start_workers(dtype: str, model_dir: Path, prompts: Path) -> dict[str, Worke
         "llamacpp": PEERS / "llamacpp" / "bin" / "python",
     }
     workers = {}
+    engines = engine_names(backends)
     for name in sorted(systems):  # one at a time: startups (vLLM compiles) would compete
         model = gguf(model_dir) if name == "llamacpp" else model_dir
-        workers[name] = Worker(name, pythons[name], model, prompts, dtype)
+        extra = [engines[name]] if name in engines else []
+        python = pythons[name.partition("-")[0]]
+        workers[name] = Worker(name, python, model, prompts, dtype, *extra)
         print(f"{name} {dtype}: loaded", flush=True)
     return workers
 
@@ -101,11 +120,29 @@ def gguf(model_dir: Path) -> Path:
     return path
 
 
-def measure(dtype: str, workers: dict[str, Worker], rounds: int) -> dict[str, Any]:
+def make_plan(
+    backends: list[str], only: list[str] | None, systems: list[str] | None
+) -> dict[tuple[str, str], list[str]]:
+    """PLAN with every engine backend where the engine runs, cut to `only` and `systems`."""
+    engines = list(engine_names(backends))
+    plan = {}
+    for (dtype, workload), names in PLAN.items():
+        if only and f"{dtype}:{workload}" not in only:
+            continue
+        expanded = [e for n in names for e in (engines if n == "engine" else [n])]
+        plan[dtype, workload] = [
+            n for n in expanded if not systems or n.partition("-")[0] in systems
+        ]
+    return plan
+
+
+def measure(
+    dtype: str, workers: dict[str, Worker], rounds: int, plan: dict[tuple[str, str], list[str]]
+) -> dict[str, Any]:
     """`{workload: {system: [round results]}}`, output ids kept from the first round only."""
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for round_index in range(rounds):
-        for (plan_dtype, workload), systems in PLAN.items():
+        for (plan_dtype, workload), systems in plan.items():
             if plan_dtype != dtype:
                 continue
             for name in systems:
@@ -165,20 +202,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--model-dir", type=Path, default=RESULTS / "qwen2-40m")
+    parser.add_argument("--backends", nargs="+", choices=["eager", "compile"], default=["eager"])
+    parser.add_argument("--only", nargs="+", choices=[f"{d}:{w}" for d, w in PLAN])
+    parser.add_argument("--systems", nargs="+", choices=["engine", *WORKER_SYSTEMS])
     args = parser.parse_args()
+    plan = make_plan(args.backends, args.only, args.systems)
     start = time.perf_counter()
     model_dir = build_model(args.model_dir).resolve()
     prompts_file = PEERS / "prompts.json"
     prompts_file.write_text(json.dumps(make_prompts(model_dir)))
-    results: dict[str, Any] = {"rounds": args.rounds}
-    for dtype in ("bf16", "fp32"):
-        workers = start_workers(dtype, model_dir, prompts_file)
-        results[dtype] = measure(dtype, workers, args.rounds)
+    results: dict[str, Any] = {"rounds": args.rounds, "engine_backends": args.backends}
+    for dtype in sorted({dtype for dtype, _ in plan}):
+        workers = start_workers(dtype, model_dir, prompts_file, plan, args.backends)
+        results[dtype] = measure(dtype, workers, args.rounds, plan)
         for worker in workers.values():
             worker.stop()
         peak = matmul_peak({"bf16": torch.bfloat16, "fp32": torch.float32}[dtype])
         results[f"matmul_peak_gflops_{dtype}"] = peak / 1e9
-    results["summary"] = summary(results, checkpoint_parameters(model_dir))
+    if plan == make_plan(args.backends, None, None):
+        results["summary"] = summary(results, checkpoint_parameters(model_dir))
+    else:
+        results["summary"] = {
+            f"{dtype} {workload}": {name: round(best(runs)) for name, runs in systems.items()}
+            for dtype in ("bf16", "fp32") if dtype in results
+            for workload, systems in results[dtype].items()
+        }  # fmt: skip
+        single = results["summary"].get("bf16 single", {})
+        results["summary"]["ratios to llamacpp, bf16 single"] = {
+            name: tok_s / single["llamacpp"]
+            for name, tok_s in single.items() if name.startswith("engine") and "llamacpp" in single
+        }  # fmt: skip
     results["wall_seconds"] = time.perf_counter() - start
     path = RESULTS / f"peers-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2))

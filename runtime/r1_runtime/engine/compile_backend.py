@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,8 @@ from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
 from r1_runtime.engine.backends import paged_runner
 from r1_runtime.engine.sequence import SamplingParams
+from r1_runtime.models.attention import AttentionMetadata, LayerAttention, step_attention
+from r1_runtime.models.decoder import DecoderForCausalLM
 
 if TYPE_CHECKING:
     from r1_runtime.engine.llm_engine import LLMEngine
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 INDUCTOR_DIR = "inductor"  # inside the entry
+AFTER_WARM_UP = "eager_on_recompile"  # NOTE: a compilation then would write outside the entry
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,11 @@ class CompileBackend:
 
     def prepare(self, engine: LLMEngine, entry: Path) -> None:
         runner = paged_runner(engine, self.name)
-        compiled = torch.compile(runner.model.sampled_logits, dynamic=True, fullgraph=True)
+        # NOTE: dynamo keeps compiled code per Python function, not per model, and another
+        # engine's would serve this one without writing anything to this entry. One compiled
+        # engine per process: an earlier one runs eagerly from now on (`AFTER_WARM_UP`).
+        torch._dynamo.reset()
+        compiled = CompiledStep(runner.model)
         cache_dir = entry / INDUCTOR_DIR
         cache_dir.mkdir(exist_ok=True)
         before = _cache_counts()
@@ -72,7 +78,7 @@ class CompileBackend:
         with temporary_cache_dir(str(cache_dir)):
             runner.step_logits = compiled
             warm_up(engine)
-        runner.step_logits = without_recompiling(compiled)
+        compiled.stance = AFTER_WARM_UP
         after = _cache_counts()
         self.last_prepare = PrepareReport(
             time.perf_counter() - start, *(a - b for a, b in zip(after, before, strict=True))
@@ -111,15 +117,35 @@ def _prompt(length: int, seed: int) -> list[int]:
     return [(seed * 31 + 7 * i) % 251 + 1 for i in range(length)]
 
 
-def without_recompiling(compiled: Callable[..., Any]) -> Callable[..., Any]:
-    """`compiled`, running eagerly whenever it would otherwise compile a new variant: a
-    compilation now would write outside the entry."""
+class CompiledStep:
+    """`DecoderForCausalLM.sampled_logits` through torch.compile (`StepLogits`). Attention runs
+    as opaque ops reading the step's cache and masks from `step_attention` (see
+    `models.attention.StepAttention`), so the graph only sees the number of tokens and of
+    sampled rows. `stance` is torch.compile's (`torch.compiler.set_stance`) for each step:
+    `AFTER_WARM_UP` once warmed up, so that a step needing a new variant runs eagerly."""
 
-    def step_logits(*args: Any) -> Any:
-        with torch.compiler.set_stance("eager_on_recompile"):
-            return compiled(*args)
+    def __init__(self, model: DecoderForCausalLM, backend: str = "inductor", **options: Any):
+        self.model = model
+        self.compiled = torch.compile(
+            model.sampled_logits, backend=backend, dynamic=True, fullgraph=True, **options
+        )
+        self.stance = "default"
 
-    return step_logits
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        sample_indices: torch.Tensor,
+    ) -> torch.Tensor:
+        config = self.model.config
+        attention = LayerAttention.for_model(meta, config.num_queries_per_kv, kv_cache.dtype)
+        with step_attention(kv_cache, attention), torch.compiler.set_stance(self.stance):
+            logits: torch.Tensor = self.compiled(
+                input_ids, positions, kv_cache, meta, sample_indices
+            )
+        return logits
 
 
 def _cache_counts() -> tuple[int, int, int, int]:

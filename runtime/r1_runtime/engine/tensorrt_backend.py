@@ -68,7 +68,7 @@ class TensorRTBackend:
         }
 
     def prepare(self, engine: LLMEngine, entry: Path) -> None:
-        from r1_runtime.engine.compile_backend import warm_up, without_recompiling
+        from r1_runtime.engine.compile_backend import AFTER_WARM_UP, CompiledStep, warm_up
 
         runner = paged_runner(engine, self.name)
         cache_dir = entry / TENSORRT_DIR
@@ -82,12 +82,10 @@ class TensorRTBackend:
             "engine_cache_dir": str(cache_dir),
             "engine_cache_size": ENGINE_CACHE_BYTES,
         }
-        compiled = torch.compile(
-            runner.model.sampled_logits, backend="tensorrt", dynamic=False, options=options
-        )
+        compiled = CompiledStep(runner.model, backend="tensorrt", options=options)
         start = time.perf_counter()
         runner.step_logits = compiled
         warm_up(engine)
-        runner.step_logits = without_recompiling(compiled)
+        compiled.stance = AFTER_WARM_UP
         self.last_prepare_seconds = time.perf_counter() - start
         logger.info("tensorrt backend ready from %s in %.1f s", entry, self.last_prepare_seconds)

@@ -26,8 +26,9 @@ Rope = tuple[torch.Tensor, torch.Tensor]  # cos and signed sin of the step's pos
 
 
 class Attention(nn.Module):
-    def __init__(self, config: DecoderConfig) -> None:
+    def __init__(self, config: DecoderConfig, layer_index: int) -> None:
         super().__init__()
+        self.layer_index = layer_index
         self.num_heads = config.num_heads
         self.num_kv_heads = config.num_kv_heads
         self.head_dim = config.head_dim
@@ -42,15 +43,19 @@ class Attention(nn.Module):
         x: torch.Tensor,
         rope: Rope,
         layer_cache: torch.Tensor,
-        attention: LayerAttention,
+        attention: LayerAttention | None,
         residual: torch.Tensor,
     ) -> torch.Tensor:
-        """`residual` plus the attention's output."""
+        """`residual` plus the attention's output. `attention` None: traced by torch.compile,
+        within `step_attention`."""
         qkv = self.qkv_proj(x)
         qk = apply_rotary(qkv[:, : self.qk_size].view(len(x), -1, self.head_dim), *rope)
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
         v = qkv[:, self.qk_size :].view(len(x), self.num_kv_heads, self.head_dim)
-        out = paged_attention(q, k, v, layer_cache, attention)
+        if attention is None:
+            out = torch.ops.r1.paged_attention(q, k, v, self.layer_index)
+        else:
+            out = paged_attention(q, k, v, layer_cache, attention)
         result: torch.Tensor = self.o_proj(out.flatten(1), residual)
         return result
 
@@ -69,15 +74,19 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: DecoderConfig) -> None:
+    def __init__(self, config: DecoderConfig, layer_index: int) -> None:
         super().__init__()
-        self.self_attn = Attention(config)
+        self.self_attn = Attention(config, layer_index)
         self.mlp = MLP(config)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(
-        self, x: torch.Tensor, rope: Rope, layer_cache: torch.Tensor, attention: LayerAttention
+        self,
+        x: torch.Tensor,
+        rope: Rope,
+        layer_cache: torch.Tensor,
+        attention: LayerAttention | None,
     ) -> torch.Tensor:
         x = self.self_attn(self.input_layernorm(x), rope, layer_cache, attention, residual=x)
         out: torch.Tensor = self.mlp(self.post_attention_layernorm(x), residual=x)
@@ -90,7 +99,7 @@ class DecoderModel(nn.Module):
     def __init__(self, config: DecoderConfig, max_positions: int) -> None:
         super().__init__()
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(
             config.head_dim, max_positions, config.rope_theta, config.rope_scaling
@@ -140,10 +149,13 @@ class DecoderForCausalLM(nn.Module):
         kv_cache: torch.Tensor,
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        """`kv_cache` is `[num_layers, 2, num_blocks, block_size, kv_heads, head_dim]`."""
+        """`kv_cache` is `[num_layers, 2, num_blocks, block_size, kv_heads, head_dim]`. Traced by
+        torch.compile, `meta` is not read: run it within `step_attention`."""
         x: torch.Tensor = self.model.embed_tokens(input_ids)
         rope = self.model.rotary_emb(positions)
-        attention = LayerAttention.for_model(meta, self.config.num_queries_per_kv, x.dtype)
+        attention = None
+        if not torch.compiler.is_compiling():
+            attention = LayerAttention.for_model(meta, self.config.num_queries_per_kv, x.dtype)
         for layer, layer_cache in zip(self.model.layers, kv_cache, strict=True):
             x = layer(x, rope, layer_cache, attention)
         return x
