@@ -55,8 +55,10 @@ def can_pack(dtype: torch.dtype) -> bool:
 def _packed_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None
 ) -> torch.Tensor:
-    out: torch.Tensor = torch.ops.r1.packed_linear(x, weight, bias, residual, weight.shape[0])
-    return out
+    if torch.compiler.is_compiling():
+        out: torch.Tensor = torch.ops.r1.packed_linear(x, weight, bias, residual, weight.shape[0])
+        return out
+    return _packed_linear_cpu(x, weight, bias, residual, weight.shape[0])  # NOTE: no dispatch
 
 
 # NOTE: torch's own fp32 linear goes through MKL, which runs its slow generic code on AMD CPUs
@@ -65,7 +67,7 @@ def _packed_linear(
 # https://github.com/pytorch/pytorch/blob/v2.6.0/torch/_inductor/fx_passes/mkldnn_fusion.py
 # They are wrapped in an op of our own, with a shape function, so that torch.compile traces
 # them as one opaque call (inductor's lowering of the raw mkldnn ops wants its own packing).
-_LIBRARY: Any = torch.library.Library("r1", "DEF")  # type: ignore[no-untyped-call]
+_LIBRARY: Any = torch.library.Library("r1", "FRAGMENT")  # type: ignore[no-untyped-call]
 _LIBRARY.define(
     "packed_linear(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, SymInt out_features)"
     " -> Tensor"
