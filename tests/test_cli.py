@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from factories import ROOT, make_manifest
-from r1_operator.cli import EXIT_INVALID, EXIT_USAGE, main
+from r1_operator.cli import EXIT_INVALID, EXIT_USAGE, PRIORITY_RANGE, main, peering_priority
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -87,3 +87,32 @@ def test_plan_of_a_cpu_deployment_says_there_is_nothing_to_plan(
     code, out, _ = run(capsys, "plan", str(ROOT / "examples" / "cpu-demo.yaml"))
     assert code == 0
     assert "no plan" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        pytest.param([], {"standalone": True, "priority": 0}, id="standalone runs at priority 0"),
+        pytest.param(
+            ["--peering=r1", "--priority=7"],
+            {"standalone": False, "peering_name": "r1", "priority": 7},
+            id="a given priority reaches kopf as given",
+        ),
+    ],
+)
+def test_run_passes_peering_and_priority_to_kopf(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: dict[str, Any]
+) -> None:
+    kopf = pytest.importorskip("kopf")
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: calls.append(kwargs))
+    assert main(["run", *argv]) == 0
+    [kwargs] = calls
+    assert {key: kwargs[key] for key in expected} == expected
+
+
+def test_peered_replicas_started_alike_draw_different_priorities() -> None:
+    """kopf pauses all peers of one priority: replicas of one Deployment must differ."""
+    drawn = {peering_priority(None, "r1") for _ in range(50)}
+    assert len(drawn) == 50
+    assert all(PRIORITY_RANGE[0] <= p <= PRIORITY_RANGE[1] for p in drawn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from r1_operator.validation import InvalidSpecError, validate
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+PRIORITY_RANGE = (1, 2**31 - 1)
+"""Where a peered replica draws its kopf priority from when --priority is not given."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run_cmd.add_argument("--liveness", default="http://0.0.0.0:8081/healthz")
     run_cmd.add_argument("--peering", help="kopf peering name for HA replicas; unset: standalone")
+    run_cmd.add_argument(
+        "--priority",
+        type=int,
+        help="kopf peering priority: the live peer with the highest serves, the others stand "
+        "by, and peers of equal priority all pause; default: random when peering, so "
+        "replicas of one Deployment differ",
+    )
     run_cmd.set_defaults(command=_run)
     return parser
 
@@ -99,8 +109,21 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         liveness_endpoint=args.liveness,
         standalone=args.peering is None,
         peering_name=args.peering,
+        priority=peering_priority(args.priority, args.peering),
     )
     return 0
+
+
+def peering_priority(given: int | None, peering: str | None) -> int:
+    """`given`, else a random draw from PRIORITY_RANGE when peering (0 when standalone).
+
+    kopf pauses every operator that sees a live peer of the same priority ("Pausing all
+    operators, including self"), so replicas started with the same arguments must differ:
+    the highest serves, the others take over when its keep-alive lapses.
+    """
+    if given is not None:
+        return given
+    return random.SystemRandom().randint(*PRIORITY_RANGE) if peering else 0
 
 
 def _documents(path: Path) -> Iterator[dict[str, Any]]:

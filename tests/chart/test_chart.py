@@ -193,6 +193,9 @@ def test_operator_args_are_ones_r1_operator_run_accepts(values: Obj) -> None:
     peering = values.get("peering", {}).get("enabled", False)
     assert args.peering == ("r1-operator" if peering else None), shlex.join(operator["args"])
     assert args.liveness == "http://0.0.0.0:8081/healthz"
+    # NOTE: no --priority: one value in the pod template would be every replica's, and kopf
+    # pauses all peers of one priority. Each replica draws its own (cli.peering_priority).
+    assert args.priority is None
 
 
 def test_operator_pod_is_restricted_and_probed_on_kopfs_liveness_endpoint() -> None:

@@ -1,6 +1,7 @@
 """Two operator replicas as the chart runs them (VARIANTS["peering"]): `r1-operator run`
 processes with the chart's arguments, peering through one ClusterKopfPeering on the API
-emulator. One of them must serve while the other stands by."""
+emulator. One of them must serve while the other stands by: each draws its own kopf
+priority (`r1-operator run --priority`), and kopf pauses every peer of the same one."""
 
 from __future__ import annotations
 
@@ -44,13 +45,6 @@ def peers(cluster: Cluster, name: str) -> dict[str, object]:
     return dict((peering or {}).get("status") or {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="kopf pauses every peer of the same priority, and `r1-operator run` gives each "
-    "replica the same one (0): with 2 replicas nobody serves. Needs a per-replica priority "
-    "in the operator (reported with the chart, issue 7).",
-)
 def test_of_two_peered_replicas_one_serves(cluster: Cluster, tmp_path: Path) -> None:
     objects = render(VARIANTS["peering"])
     [peering] = [o for o in objects if o["kind"] == "ClusterKopfPeering"]
