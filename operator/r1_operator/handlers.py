@@ -63,6 +63,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.WARNING
     # Reconciles are blocking API calls in threads; one busy deployment must not starve others.
     settings.execution.max_workers = 16
+    # A deletion keeps the finalizer until the drift timer has exited, and kopf looks again
+    # only this often (default 60 s): a delete during a timer reconcile hung a minute. A sync
+    # timer cannot be cancelled, only waited for (tests/operator/test_delete_during_drift.py).
+    settings.background.cancellation_polling = 2
     memo.kube = Kube.from_environment()
     memo.serial = Serial()
     metrics.serve(int(os.environ.get("R1_OPERATOR_METRICS_PORT", "8080")))

@@ -172,10 +172,10 @@ def observe(tmp: Path, namespaces: list[str]) -> list[Scoped]:
             body = {"apiVersion": "kopf.dev/v1", "metadata": {"name": PEERING}}
             status, _ = cluster.request("POST", f"/apis/kopf.dev/v1/{peering}", body=body)
             assert status == 201
-            # NOTE: no drift timer within the scenario. A DeepSeekDeployment deleted while
-            # its (sync) timer runs keeps its finalizer until kopf polls the exiting timer
-            # again, settings.background.cancellation_polling (60 s) later.
-            env = pytest_env(R1_OPERATOR_DRIFT_INTERVAL="600", R1_OPERATOR_METRICS_PORT="0")
+            # A fast drift timer: its reconciles are part of what the operator does, and they
+            # run during the deletions too, which then wait for them (seconds, not kopf's
+            # default 60 s: handlers.configure sets cancellation_polling).
+            env = pytest_env(R1_OPERATOR_DRIFT_INTERVAL="0.2", R1_OPERATOR_METRICS_PORT="0")
             with env, operator_running(namespaces):
                 exercise(cluster, namespace)
             server = cluster.server
