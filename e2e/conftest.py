@@ -21,7 +21,7 @@ from e2e_support import (
     wait_for,
 )
 from r1_operator.api import DeepSeekDeployment
-from r1_operator.render.pod import image_ref
+from r1_operator.render.pod import RUNTIME_UID, image_ref
 
 Obj = dict[str, Any]
 
@@ -121,7 +121,11 @@ def demo_model_job(manifest: Obj, claim: str) -> Obj:
     }
     pod = {
         "restartPolicy": "Never",
-        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
+        "securityContext": {
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+        },
         "containers": [container],
         "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": claim}}],
     }

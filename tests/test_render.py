@@ -296,6 +296,25 @@ def test_render(overrides: dict[str, Any], holds: Callable[[list[Manifest]], boo
 
 
 @pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({}, id="a single-node deployment"),
+        pytest.param(MULTI_NODE, id="a multi-node deployment's leader and workers"),
+        pytest.param({"engine": {"prebuild": True}}, id="the pre-build Job"),
+    ],
+)
+def test_every_pod_runs_as_a_high_non_root_uid(overrides: dict[str, Any]) -> None:
+    """UIDs under 10000 may belong to host users (checkov CKV_K8S_40)."""
+    rendered = render(dsd(overrides))
+    jobs = [job["spec"]["template"] for job in of_kind(rendered, "Job")]
+    for template in pod_templates(rendered) + jobs:
+        context = template["spec"]["securityContext"]
+        assert context["runAsNonRoot"] is True
+        assert context["runAsUser"] >= 10000
+        assert context["runAsGroup"] == context["fsGroup"] == context["runAsUser"]
+
+
+@pytest.mark.parametrize(
     "security",
     [
         pytest.param({"inputFilter": {"denyPatterns": ["x"]}}, id="a deny pattern"),

@@ -20,7 +20,8 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 RUNTIME_CONTAINER = "runtime"
 BUILD_CONTAINER = "build"
 FETCH_CONTAINER = "fetch"
-RUNTIME_UID = 1000
+RUNTIME_UID = 10001
+"""runtime/Dockerfile's user; 10000 or more, clear of host users (checkov CKV_K8S_40)."""
 TERMINATION_GRACE_SECONDS = 120
 """Time to drain: the runtime stops taking requests on SIGTERM and finishes those running."""
 
