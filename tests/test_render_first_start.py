@@ -143,6 +143,41 @@ def test_build_pods_match_neither_the_workload_nor_the_service() -> None:
     assert pod_labels[labels.DEPLOYMENT] == "r1"
 
 
+def selected_by(policy: Manifest, template: Manifest) -> bool:
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    return bool(selector.items() <= template["metadata"]["labels"].items())
+
+
+@pytest.mark.parametrize("overrides", [{}, DISTILL_1_5B, {"resources": {"gpus": 0}}])
+def test_the_build_pod_admits_no_ingress(overrides: dict[str, Any]) -> None:
+    """checkov CKV2_K8S_6: every pod is selected by a NetworkPolicy. The build pod serves
+    nothing; its egress stays open (it may fetch the weights)."""
+    rendered = render(dsd({**PREBUILD, **overrides}))
+    template = of_kind(rendered, "Job")[0]["spec"]["template"]
+    [policy] = [p for p in of_kind(rendered, "NetworkPolicy") if selected_by(p, template)]
+    validate_strictly(policy)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == []
+    assert not any(selected_by(policy, t) for t in pod_templates(rendered))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "policies"),
+    [
+        pytest.param({}, 1, id="without prebuild only the serving pods' policy"),
+        pytest.param(
+            {**PREBUILD, "security": {"networkPolicy": {"enabled": False}}},
+            0,
+            id="network policies off means none for the build pod either",
+        ),
+    ],
+)
+def test_the_build_pods_policy_comes_and_goes_with_the_job(
+    overrides: dict[str, Any], policies: int
+) -> None:
+    assert len(of_kind(render(dsd(overrides)), "NetworkPolicy")) == policies
+
+
 @pytest.mark.parametrize(
     ("change", "renamed"),
     [

@@ -439,7 +439,8 @@ class NetworkPolicySpec(Spec):
     """Ingress to the API: only from the listed namespaces and pods."""
 
     enabled: bool = True
-    """Render a NetworkPolicy for the deployment."""
+    """Render NetworkPolicies: ingress to the serving pods as below, none to the pre-build
+    Job's pod."""
     allowed_namespaces: list[Annotated[str, Field(pattern=DNS_LABEL)]] = Field(default_factory=list)
     """Namespaces whose pods may call the API (all their pods)."""
     allowed_pod_labels: list[dict[str, str]] = Field(default_factory=list)

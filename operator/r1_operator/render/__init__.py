@@ -12,7 +12,7 @@ from r1_operator.render.autoscaling import build_hpa
 from r1_operator.render.common import Manifest, serving_selector
 from r1_operator.render.configmap import build_configmap
 from r1_operator.render.disruption import build_pdb
-from r1_operator.render.network import build_network_policy
+from r1_operator.render.network import build_network_policy, build_prebuild_network_policy
 from r1_operator.render.prebuild import build_prebuild_job
 from r1_operator.render.service import build_service
 from r1_operator.render.storage import build_pvcs
@@ -23,9 +23,14 @@ __all__ = ["render", "serving_selector"]
 
 def render(dsd: DeepSeekDeployment) -> list[Manifest]:
     """The children in apply order: ConfigMap, PVCs (hot, warm, cold), the pre-build Job
-    when wanted, workload (Deployment or LeaderWorkerSet), Service, then NetworkPolicy, PDB
-    and HPA when wanted."""
-    optional = (build_network_policy(dsd), build_pdb(dsd), build_hpa(dsd))
+    when wanted, workload (Deployment or LeaderWorkerSet), Service, then the NetworkPolicies
+    (serving pods, build pod), PDB and HPA when wanted."""
+    optional = (
+        build_network_policy(dsd),
+        build_prebuild_network_policy(dsd),
+        build_pdb(dsd),
+        build_hpa(dsd),
+    )
     job = build_prebuild_job(dsd)
     return [
         build_configmap(dsd),

@@ -1,10 +1,10 @@
-"""The ingress NetworkPolicy of the runtime pods."""
+"""The ingress NetworkPolicies of the runtime pods and of the pre-build Job's pod."""
 
 from __future__ import annotations
 
 from r1_operator import labels
 from r1_operator.api import DeepSeekDeployment
-from r1_operator.render.common import SERVER, Manifest, metadata
+from r1_operator.render.common import PREBUILD, PREBUILD_APP, SERVER, Manifest, metadata
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
@@ -50,3 +50,20 @@ def _api_peers(dsd: DeepSeekDeployment) -> list[Manifest]:
         for pod_labels in policy.allowed_pod_labels
     ]
     return peers
+
+
+def build_prebuild_network_policy(dsd: DeepSeekDeployment) -> Manifest | None:
+    """NetworkPolicy `<name>-prebuild`, admitting no ingress to the pre-build Job's pod, when
+    security.networkPolicy.enabled and engine.prebuild; else None.
+
+    The build pod listens on nothing. Egress stays open: its init container may download
+    the weights, like a serving pod's."""
+    if not (dsd.spec.security.network_policy.enabled and dsd.spec.engine.prebuild):
+        return None
+    pods = {"matchLabels": {labels.NAME: PREBUILD_APP, labels.INSTANCE: dsd.name}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(dsd, PREBUILD, PREBUILD),
+        "spec": {"podSelector": pods, "policyTypes": ["Ingress"], "ingress": []},
+    }
