@@ -19,6 +19,7 @@ import random
 import resource
 import statistics
 import sysconfig
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 import torch
 from r1_runtime.engine import SamplingParams
+from r1_runtime.engine.backends import get_backend
 from r1_runtime.engine.llm_engine import LLMEngine
 from r1_runtime.engine.model_runner import PagedModelRunner
 from r1_runtime.models.layers import Linear, can_pack
@@ -157,7 +159,7 @@ def _best_seconds(run: Callable[[], object]) -> float:
 
 
 def bench_dtype(
-    model_dir: Path, prompts: list[list[int]], name: str, rounds: int
+    model_dir: Path, prompts: list[list[int]], name: str, rounds: int, backend: str = "eager"
 ) -> dict[str, Any]:
     engine = LLMEngine.from_model_dir(
         model_dir,
@@ -166,6 +168,8 @@ def bench_dtype(
         max_batch_tokens=2048,
         kv_cache_memory=256 << 20,
     )
+    with tempfile.TemporaryDirectory(prefix=f"engine-{backend}-") as entry:
+        get_backend(backend, torch.device("cpu")).prepare(engine, Path(entry))
     assert isinstance(engine.runner, PagedModelRunner), "the benchmark model is a Qwen2"
     num_params = checkpoint_parameters(model_dir)
     timed_run(engine, prompts[:8], concurrent=True)  # warm-up
@@ -187,6 +191,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp32"])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--backend", choices=["eager", "compile"], default="eager")
     parser.add_argument("--model-dir", type=Path, default=RESULTS / "qwen2-40m")
     args = parser.parse_args()
     model_dir = build_model(args.model_dir)
@@ -195,9 +200,10 @@ def main() -> None:
         "workload": {"prompts": len(prompts), "prompt_tokens": sum(map(len, prompts))},
         "machine": {"cpu": platform.processor(), "torch_threads": torch.get_num_threads()},
         "torch": torch.__version__,
+        "backend": args.backend,
     }
     for name in args.dtypes:
-        result[name] = bench_dtype(model_dir, prompts, name, args.rounds)
+        result[name] = bench_dtype(model_dir, prompts, name, args.rounds, args.backend)
         print(
             f"{name}: {result[name]['offline_tokens_per_s']:.0f} tok/s offline, "
             f"{result[name]['single_request']['tokens_per_s']:.0f} tok/s one request at a time"
