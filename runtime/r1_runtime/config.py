@@ -35,8 +35,6 @@ class Settings:
 
     served_model_name: str | None = None
     quantization: str | None = None
-    input_filter: bool = False
-    output_filter: bool = False
     security: SecuritySettings = field(default_factory=SecuritySettings)
 
 
@@ -164,8 +162,6 @@ def read_settings(path: Path) -> Settings:
     settings = Settings(
         served_model_name=_typed(raw, "servedModelName", str, path),
         quantization=_typed(raw, "quantization", str, path),
-        input_filter=bool(_typed(raw, "inputFilter", bool, path)),
-        output_filter=bool(_typed(raw, "outputFilter", bool, path)),
         security=_security(raw, path),
     )
     if settings.quantization is not None:

@@ -107,7 +107,6 @@ def build_server(
 def serve(config: RuntimeConfig) -> int:
     """Serve until drained; the exit status is 1 if the model failed to load."""
     _configure_logging(config.log_dir)
-    _warn_unapplied(config)
     server = build_server(config)
     server.run()
     return 1 if server.state.load_error is not None else 0
@@ -130,19 +129,3 @@ def _configure_logging(log_dir: Path | None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=handlers,
     )
-
-
-def _warn_unapplied(config: RuntimeConfig) -> None:
-    """The older top-level switches turn nothing on by themselves: the rules live under
-    `security` (docs/security.md)."""
-    security = config.settings.security
-    for name, is_on, has_rules in (
-        ("inputFilter", config.settings.input_filter, security.input_filter.is_enabled),
-        ("outputFilter", config.settings.output_filter, bool(security.redaction_rules)),
-    ):
-        if is_on and not has_rules:
-            logger.warning(
-                "settings.json %s is on, but security sets no rules for it: nothing is "
-                "filtered (docs/security.md)",
-                name,
-            )

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from r1_runtime.cli import main
-from r1_runtime.config import ConfigError, RuntimeConfig, add_serve_arguments
+from r1_runtime.config import ConfigError, RuntimeConfig, Settings, add_serve_arguments
 from r1_runtime.server.model import check_backend
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -97,7 +97,7 @@ def files(tmp_path: Path, demo_model_dir: Path) -> dict[str, Path]:
     for path in paths.values():
         path.write_text("x\n")
     settings = tmp_path / "settings.json"
-    settings.write_text(json.dumps({"servedModelName": "r1", "inputFilter": True}))
+    settings.write_text(json.dumps({"servedModelName": "r1"}))
     return paths | {"settings.json": settings, "model": demo_model_dir}
 
 
@@ -128,7 +128,7 @@ def test_a_single_node_pod_command_line_is_a_valid_config(files: dict[str, Path]
     config = config_of(single_node(files), {"R1_API_KEYS": "a, b\nc"})
     assert config.served_model_name == "r1"
     assert config.api_keys == ("a", "b", "c")
-    assert config.settings.input_filter is True
+    assert config.settings == Settings(served_model_name="r1")
     assert config.engine_dtype == "bfloat16"
     assert config.is_auth_enabled
 
@@ -169,7 +169,7 @@ def test_a_client_ca_needs_a_server_certificate(files: dict[str, Path]) -> None:
         pytest.param("{", "cannot read a JSON object", id="not JSON"),
         pytest.param("[]", "expected a JSON object", id="not an object"),
         pytest.param('{"quantization": "awq"}', "quantization 'awq'", id="quantized weights"),
-        pytest.param('{"inputFilter": "yes"}', "inputFilter must be a bool", id="a wrong type"),
+        pytest.param('{"servedModelName": 7}', "servedModelName must be a str", id="a wrong type"),
     ],
 )
 def test_a_settings_file_that_cannot_be_honoured_is_refused(
@@ -178,6 +178,14 @@ def test_a_settings_file_that_cannot_be_honoured_is_refused(
     files["settings.json"].write_text(settings)
     with pytest.raises(ConfigError, match=re.escape(message)):
         config_of(single_node(files))
+
+
+def test_settings_keys_the_runtime_does_not_know_are_ignored(files: dict[str, Path]) -> None:
+    """Such as the top-level inputFilter/outputFilter switches of older operators, of any
+    type: the security rules live under `security` (docs/security.md)."""
+    old = {"servedModelName": "r1", "inputFilter": "yes", "outputFilter": True, "later": {}}
+    files["settings.json"].write_text(json.dumps(old))
+    assert config_of(single_node(files)).settings == Settings(served_model_name="r1")
 
 
 def test_tensorrt_without_a_gpu_fails_fast(
