@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 import yaml
-from factories import EXAMPLES
+from factories import EXAMPLES, make_manifest
 from hypothesis import HealthCheck, given, settings
+from pydantic import ValidationError
 from r1_operator.api import DeepSeekDeployment
 from r1_operator.render import render
 from r1_runtime.cli import _parser
+from r1_runtime.security.settings import SecuritySettingsError, parse_security
 from render_support import Manifest, manifests, of_kind, pod_templates
 
 KUBELET_ENV = {"LWS_WORKER_INDEX": "1"}
@@ -59,3 +61,30 @@ def test_example_command_lines_parse(path: Path, prebuild: bool) -> None:
 @given(manifests())
 def test_generated_command_lines_parse(manifest: dict[str, Any]) -> None:
     assert_parses(DeepSeekDeployment.from_manifest(manifest))
+
+
+def operator_accepts(deny_pattern: str) -> bool:
+    manifest = make_manifest({"security": {"inputFilter": {"denyPatterns": [deny_pattern]}}})
+    try:
+        DeepSeekDeployment.from_manifest(manifest)
+    except ValidationError:
+        return False
+    return True
+
+
+def runtime_accepts(deny_pattern: str) -> bool:
+    try:
+        parse_security({"inputFilter": {"denyPatterns": [deny_pattern]}})
+    except SecuritySettingsError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["x?", "a*", "^", "$", "(?:)", "a|", r"\b", "(?=x)", "abc", "a+", r"\d{3}-\d{4}", "(open"],
+)
+def test_the_operator_refuses_exactly_the_deny_patterns_the_runtime_refuses(pattern: str) -> None:
+    """A deny pattern the runtime refuses at start would crash-loop the pods: the operator
+    refuses the same ones when the spec is applied (empty matches, invalid syntax)."""
+    assert operator_accepts(pattern) == runtime_accepts(pattern)

@@ -58,6 +58,12 @@ BAD_SPECS = [
         "should match pattern",
         id="a size that is not a quantity is refused",
     ),
+    pytest.param(
+        {"security": {"inputFilter": {"denyPatterns": ["secret", "x?"]}}},
+        "spec.security.inputFilter.denyPatterns[1]",
+        "matches the empty string, so the runtime would refuse every prompt",
+        id="a deny pattern that matches the empty string is refused, by index",
+    ),
 ]
 
 

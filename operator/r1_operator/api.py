@@ -462,15 +462,30 @@ def _compiles(pattern: str) -> str:
     return pattern
 
 
+def _matches_something(pattern: str) -> str:
+    """The runtime's rule (r1_runtime/security/settings.py `_deny`): a deny pattern that
+    matches the empty string matches every prompt, so the runtime refuses to start."""
+    if re.search(pattern, "") is not None:
+        raise ValueError(
+            f"{pattern!r} matches the empty string, so the runtime would refuse every prompt "
+            "(and does not start); make it require at least one character, e.g. x+ not x?"
+        )
+    return pattern
+
+
 Regex = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_compiles)]
 """A regular expression in Python `re` syntax (the runtime compiles it as is)."""
+DenyPattern = Annotated[Regex, AfterValidator(_matches_something)]
+"""A Regex that does not match the empty string."""
 
 
 class InputFilter(Spec):
     """Prompts the runtime refuses with 400 before they reach the engine."""
 
-    deny_patterns: list[Regex] = Field(default_factory=list, max_length=256)
-    """Regular expressions (Python `re`); a prompt any of them matches (`re.search`) is refused."""
+    deny_patterns: list[DenyPattern] = Field(default_factory=list, max_length=256)
+    """Regular expressions (Python `re`); a prompt any of them matches (`re.search`) is refused.
+    A pattern that matches the empty string (`x?`, `a*`, `^`) would refuse every prompt and is
+    refused itself."""
     max_prompt_chars: int | None = Field(default=None, ge=1)
     """Longest prompt in characters of the text the model reads (chat template applied);
     unset: only the model's limit."""
