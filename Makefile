@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
-# Regenerate the committed CRD from api.py, and the chart's copy (tests fail when either drifts).
+# Regenerate the committed CRD from the API models (operator/r1_operator/api/), and the chart's copy (tests fail when either drifts).
 crds: $(STAMP)
 	$(BIN)/r1-operator crd > crds/deepseekdeployments.yaml
 	cp crds/deepseekdeployments.yaml charts/r1-operator/crds/deepseekdeployments.yaml

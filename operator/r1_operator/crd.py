@@ -267,7 +267,7 @@ SUBRESOURCES = {
 def build_crd() -> dict[str, Any]:
     """The apiextensions.k8s.io/v1 CustomResourceDefinition of DeepSeekDeployment: one
     served and stored version, status and scale subresources, printer columns. A pure
-    function of api.py: two calls return equal objects."""
+    function of the API models: two calls return equal objects."""
     names = {
         "kind": KIND,
         "listKind": f"{KIND}List",
@@ -306,7 +306,7 @@ def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
 
 _Dumper.add_representer(str, _represent_str)
 
-HEADER = "# Generated from operator/r1_operator/api.py by `make crds`; do not edit.\n"
+HEADER = "# Generated from operator/r1_operator/api/ by `make crds`; do not edit.\n"
 
 
 def crd_yaml() -> str:
