@@ -49,7 +49,7 @@ def walk(node: Schema, path: str = "") -> Iterator[tuple[str, Schema]]:
 def test_committed_crd_is_generated_from_api_py() -> None:
     committed = CRD_FILE.read_text() if CRD_FILE.exists() else ""
     assert committed == crd_yaml(), (
-        "crds/deepseekdeployments.yaml drifted from operator/r1_operator/api/: run `make crds`"
+        "crds/deepseekdeployments.yaml drifted from the API: run `make crds`"
     )
 
 
@@ -64,7 +64,7 @@ def test_readme_reference_is_generated_from_api_py() -> None:
         expected = splice_reference(readme)
     except ValueError:
         pytest.fail(f"README.md lacks {START_MARKER} ... {END_MARKER}: add them, run `make docs`")
-    assert readme == expected, "README.md's CRD reference drifted from operator/r1_operator/api/: run `make docs`"
+    assert readme == expected, "README.md's CRD reference drifted from the API: run `make docs`"
 
 
 # --- structural ----------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def validate_object(obj: Obj, crds: list[Obj]) -> None:
 def test_chart_crd_is_generated_from_api_py() -> None:
     chart_copy = (CHART / "crds" / "deepseekdeployments.yaml").read_text()
     assert chart_copy == crd_yaml(), (
-        "charts/r1-operator/crds/deepseekdeployments.yaml drifted from operator/r1_operator/api/: run `make crds`"
+        "charts/r1-operator/crds/deepseekdeployments.yaml drifted from the API: run `make crds`"
     )
     assert chart_copy == (ROOT / "crds" / "deepseekdeployments.yaml").read_text()
 
