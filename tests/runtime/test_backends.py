@@ -14,12 +14,17 @@ import pytest
 import torch
 from r1_runtime.config import ConfigError
 from r1_runtime.engine.backends import get_backend
-from r1_runtime.engine.compile_backend import INDUCTOR_DIR, CompileBackend, CompiledStep
+from r1_runtime.engine.compile_backend import (
+    INDUCTOR_DIR,
+    CompileBackend,
+    CompiledStep,
+    step_context,
+)
 from r1_runtime.engine.llm_engine import LLMEngine
 from r1_runtime.engine.model_runner import PagedModelRunner
 from r1_runtime.engine.sequence import SamplingParams
 from r1_runtime.engine.step_inputs import prepare_inputs
-from r1_runtime.models.attention import LayerAttention, step_attention
+from r1_runtime.models.attention import LayerAttention
 
 ROOT = Path(__file__).parents[2]
 CPU = torch.device("cpu")
@@ -147,7 +152,7 @@ def test_compile_traces_the_whole_step_as_one_graph(
         inputs.meta, runner.model.config.num_queries_per_kv, torch.float32
     )
     args = (inputs.input_ids, inputs.positions, runner.kv_cache, inputs.meta, inputs.sample_indices)
-    with torch.inference_mode(), step_attention(runner.kv_cache, attention):
+    with torch.inference_mode(), step_context(runner.kv_cache, attention):
         explained = torch._dynamo.explain(runner.model.sampled_logits)(*args)
     eager_engine.abort(batch.seqs[0].seq.seq_id)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0)

@@ -15,9 +15,11 @@ compile outside the entry (`eager_on_recompile`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,7 @@ from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
 from r1_runtime.engine.backends import paged_runner
 from r1_runtime.engine.sequence import SamplingParams
+from r1_runtime.models import native
 from r1_runtime.models.attention import AttentionMetadata, LayerAttention, step_attention
 from r1_runtime.models.decoder import DecoderForCausalLM
 
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 INDUCTOR_DIR = "inductor"  # inside the entry
+NATIVE_DIR = "native"  # inside the entry: the C++ ops (`models.native`), CPU only
 AFTER_WARM_UP = "eager_on_recompile"  # NOTE: a compilation then would write outside the entry
 
 
@@ -70,6 +74,8 @@ class CompileBackend:
         # engine's would serve this one without writing anything to this entry. One compiled
         # engine per process: an earlier one runs eagerly from now on (`AFTER_WARM_UP`).
         torch._dynamo.reset()
+        if self.device.type == "cpu":
+            native.load(entry / NATIVE_DIR)
         compiled = CompiledStep(runner.model)
         cache_dir = entry / INDUCTOR_DIR
         cache_dir.mkdir(exist_ok=True)
@@ -141,11 +147,26 @@ class CompiledStep:
     ) -> torch.Tensor:
         config = self.model.config
         attention = LayerAttention.for_model(meta, config.num_queries_per_kv, kv_cache.dtype)
-        with step_attention(kv_cache, attention), torch.compiler.set_stance(self.stance):
+        with step_context(kv_cache, attention), torch.compiler.set_stance(self.stance):
             logits: torch.Tensor = self.compiled(
                 input_ids, positions, kv_cache, meta, sample_indices
             )
         return logits
+
+
+@contextlib.contextmanager
+def step_context(kv_cache: torch.Tensor, attention: LayerAttention) -> Iterator[None]:
+    """Where the step's attention ops read the cache and masks: the C++ ops' per-thread state,
+    or the Python ops' `step_attention`."""
+    if not native.use_native(kv_cache):
+        with step_attention(kv_cache, attention):
+            yield
+        return
+    native.set_step(kv_cache, attention)
+    try:
+        yield
+    finally:
+        native.clear_step()
 
 
 def _cache_counts() -> tuple[int, int, int, int]:

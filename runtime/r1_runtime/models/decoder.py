@@ -11,6 +11,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from r1_runtime.models import native
 from r1_runtime.models.attention import AttentionMetadata, LayerAttention, paged_attention
 from r1_runtime.models.config import DecoderConfig
 from r1_runtime.models.layers import (
@@ -53,7 +54,8 @@ class Attention(nn.Module):
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
         v = qkv[:, self.qk_size :].view(len(x), self.num_kv_heads, self.head_dim)
         if attention is None:
-            out = torch.ops.r1.paged_attention(q, k, v, self.layer_index)
+            op = torch.ops.r1_native if native.use_native(q) else torch.ops.r1
+            out = op.paged_attention(q, k, v, self.layer_index)
         else:
             out = paged_attention(q, k, v, layer_cache, attention)
         result: torch.Tensor = self.o_proj(out.flatten(1), residual)

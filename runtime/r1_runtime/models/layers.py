@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from r1_runtime.models import native
 from r1_runtime.models.config import RopeScaling
 
 
@@ -56,7 +57,8 @@ def _packed_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None
 ) -> torch.Tensor:
     if torch.compiler.is_compiling():
-        out: torch.Tensor = torch.ops.r1.packed_linear(x, weight, bias, residual, weight.shape[0])
+        op = torch.ops.r1_native if native.use_native(x) else torch.ops.r1
+        out: torch.Tensor = op.packed_linear(x, weight, bias, residual, weight.shape[0])
         return out
     return _packed_linear_cpu(x, weight, bias, residual, weight.shape[0])  # NOTE: no dispatch
 

@@ -1,0 +1,105 @@
+"""The compiled step's ops in C++ (`native_ops.cpp`): `r1_native::packed_linear` and
+`r1_native::paged_attention`, the same ATen calls as the Python ops `r1::packed_linear` and
+`r1::paged_attention` but without Python per call, so the inductor wrapper around 33 linear
+layers and 8 attention ops of a decode step spends its time in kernels. CPU only.
+
+`load(build_dir)` compiles the source once into `build_dir` (g++ and ninja, ~1 minute) or loads
+what an earlier call built there; where it cannot, the step keeps the Python ops and a warning
+says why. The attention op reads the step's cache and masks from `set_step`, per thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from r1_runtime.models.attention import LayerAttention
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("native_ops.cpp")
+_loaded: list[bool] = []  # NOTE: ops register once per process; [] until `load` is called
+
+
+def library_name() -> str:
+    """The built library's name: it changes with the source and torch's version."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()
+    return f"r1_native_{digest[:12]}"
+
+
+def load(build_dir: Path) -> bool:
+    """Make the `r1_native` ops available; False, with a warning, where they cannot be built
+    (no compiler, no ninja): callers then keep the Python ops."""
+    if _loaded:
+        return _loaded[0]
+    try:
+        _build_and_load(build_dir)
+    except Exception as error:  # NOTE: any build failure: slower, never a failed start
+        logger.warning("C++ ops not built (%s): the compiled step calls the Python ops", error)
+        _loaded.append(False)
+        return False
+    _register_fakes()
+    _loaded.append(True)
+    return True
+
+
+def is_loaded() -> bool:
+    return bool(_loaded and _loaded[0])
+
+
+def use_native(x: torch.Tensor) -> bool:
+    """Whether a traced step on `x`'s device calls the C++ ops."""
+    return x.device.type == "cpu" and is_loaded()
+
+
+def _build_and_load(build_dir: Path) -> None:
+    name = library_name()
+    built = build_dir / f"{name}.so"
+    if built.exists():
+        torch.ops.load_library(str(built))  # type: ignore[no-untyped-call]
+        return
+    from torch.utils import cpp_extension
+
+    build_dir.mkdir(parents=True, exist_ok=True)
+    cpp_extension.load(
+        name=name,
+        sources=[str(SOURCE)],
+        build_directory=str(build_dir),
+        extra_cflags=["-O2"],
+        is_python_module=False,
+    )
+
+
+def _register_fakes() -> None:
+    def linear_shape(
+        x: torch.Tensor, weight: torch.Tensor, bias: Any, residual: Any, out_features: int
+    ) -> torch.Tensor:
+        return x.new_empty(*x.shape[:-1], out_features)
+
+    def attention_shape(q: torch.Tensor, k: Any, v: Any, layer: int) -> torch.Tensor:
+        return torch.empty_like(q, memory_format=torch.contiguous_format)
+
+    torch.library.register_fake("r1_native::packed_linear", linear_shape)
+    torch.library.register_fake("r1_native::paged_attention", attention_shape)
+
+
+def set_step(kv_cache: torch.Tensor, attention: LayerAttention) -> None:
+    """What the step's `r1_native::paged_attention` ops read, on this thread, until
+    `clear_step`."""
+    batches = attention.batches
+    torch.ops.r1_native.set_step(
+        kv_cache,
+        attention.slot_mapping,
+        [sdpa.batch.block_ids for sdpa in batches],
+        [sdpa.mask for sdpa in batches],
+        [sdpa.batch.query_rows for sdpa in batches],
+        [sdpa.batch.num_tokens for sdpa in batches],
+    )
+
+
+def clear_step() -> None:
+    torch.ops.r1_native.clear_step()
