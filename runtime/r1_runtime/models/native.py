@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ def _build_and_load(build_dir: Path) -> None:
         return
     from torch.utils import cpp_extension
 
+    _put_ninja_on_path()
     build_dir.mkdir(parents=True, exist_ok=True)
     cpp_extension.load(
         name=name,
@@ -72,6 +74,16 @@ def _build_and_load(build_dir: Path) -> None:
         extra_cflags=["-O2"],
         is_python_module=False,
     )
+
+
+def _put_ninja_on_path() -> None:
+    """torch runs `ninja` from PATH; the `ninja` wheel (a runtime dependency) installs it in the
+    environment's bin directory, which the caller's PATH may lack (e.g. `.venv/bin/pytest`)."""
+    import ninja
+
+    path = os.environ.get("PATH", "")
+    if ninja.BIN_DIR not in path.split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, path])
 
 
 def _register_fakes() -> None:
