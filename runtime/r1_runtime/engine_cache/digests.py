@@ -8,7 +8,6 @@ size, else it is computed once and memoized on the warm tier by (path, size, mti
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,19 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from r1_runtime.files import sha256_file
+
 logger = logging.getLogger(__name__)
 
 FETCH_MARKER = ".r1-fetch-complete.json"  # written last by `r1-runtime fetch`
 LARGE_FILE_BYTES = 16 << 20
-CHUNK_BYTES = 8 << 20
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class DigestMemo:

@@ -32,6 +32,7 @@ from r1_runtime.engine_cache.manifest import (
     read_manifest,
     write_manifest,
 )
+from r1_runtime.files import fsync_directory
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class EngineStore:
                 raise
             logger.warning("%s was published by another builder meanwhile; using it", key)
             return found
-        _fsync_directory(self.root)
+        fsync_directory(self.root)
         return None
 
     def _discard(self, key: str) -> None:
@@ -183,14 +184,4 @@ def _fsync_files(directory: Path) -> None:
                     os.fsync(descriptor)
                 finally:
                     os.close(descriptor)
-        _fsync_directory(Path(root))
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass  # NOTE: some filesystems (and NFS clients) refuse fsync on a directory
-    finally:
-        os.close(descriptor)
+        fsync_directory(Path(root))

@@ -58,11 +58,3 @@ def mismatch_of(path: Path, file: RemoteFile) -> str | None:
     digests = Digests(file)
     digests.update_from(path, size)
     return digests.mismatch()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from r1_runtime.fetch.digest import sha256_of
 from r1_runtime.fetch.web import MANIFEST_NAME
+from r1_runtime.files import sha256_file
 
 
 def write_manifest(directory: Path) -> Path:
@@ -22,7 +22,7 @@ def write_manifest(directory: Path) -> Path:
         hidden = any(part.startswith(".") for part in relative.parts)
         if not path.is_file() or hidden or relative.as_posix() == MANIFEST_NAME:
             continue
-        size, sha256 = path.stat().st_size, sha256_of(path)
+        size, sha256 = path.stat().st_size, sha256_file(path)
         files.append({"path": relative.as_posix(), "size": size, "sha256": sha256})
     manifest = directory / MANIFEST_NAME
     manifest.write_text(json.dumps({"files": files}, indent=1) + "\n")

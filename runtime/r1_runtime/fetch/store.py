@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from r1_runtime.fetch.listing import Listing, RemoteFile
+from r1_runtime.files import fsync_directory, write_atomically
 
 MARKER_NAME = ".r1-fetch-complete.json"
 COMMIT_NAME = ".r1-fetch-commit"
@@ -105,7 +106,7 @@ def remove_marker(layout: Layout) -> None:
     """Drop the marker before `dest` changes, durably: a crash leaves it incomplete."""
     if layout.marker.exists():
         layout.marker.unlink()
-        fsync_dir(layout.dest)
+        fsync_directory(layout.dest)
 
 
 def prepare_staging(layout: Layout, commit: str) -> None:
@@ -129,13 +130,13 @@ def publish(layout: Layout, source: str, revision: str | None, listing: Listing)
     if not layout.dest.exists():
         write_marker(layout.staging, source, revision, listing)
         layout.staging.rename(layout.dest)
-        fsync_dir(layout.dest.parent)
+        fsync_directory(layout.dest.parent)
         return
     for file in staged:
         target = layout.dest / file.path
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(layout.staging / file.path, target)
-    fsync_dir(layout.dest)
+    fsync_directory(layout.dest)
     write_marker(layout.dest, source, revision, listing)
     shutil.rmtree(layout.staging, ignore_errors=True)
 
@@ -177,24 +178,6 @@ def _acquire(fd: int, log: Callable[[str], None], *, poll_s: float, report_s: fl
                 waited_since = waited_since or now
                 last_report = now
             time.sleep(poll_s)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w") as stream:
-        stream.write(text)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
