@@ -156,6 +156,8 @@ class LLMEngine:
         return self.scheduler.abort(request_id)
 
     def _note_started(self, batch: ScheduledBatch) -> None:
+        if not self._queued_at:  # the common decode step: nobody is waiting to start
+            return
         now = time.monotonic()
         for seq in [entry.seq for entry in batch.seqs] + list(batch.finished):
             queued_at = self._queued_at.pop(seq.seq_id, None)
