@@ -74,9 +74,10 @@ class CompileBackend:
         # engine's would serve this one without writing anything to this entry. One compiled
         # engine per process: an earlier one runs eagerly from now on (`AFTER_WARM_UP`).
         torch._dynamo.reset()
-        if self.device.type == "cpu":
-            native.load(entry / NATIVE_DIR)
-        compiled = CompiledStep(runner.model)
+        decoder = None
+        if self.device.type == "cpu" and native.load(entry / NATIVE_DIR):
+            decoder = native.decoder(runner.model)
+        compiled = CompiledStep(runner.model, decoder)
         cache_dir = entry / INDUCTOR_DIR
         cache_dir.mkdir(exist_ok=True)
         before = _cache_counts()
@@ -128,10 +129,22 @@ class CompiledStep:
     as opaque ops reading the step's cache and masks from `step_attention` (see
     `models.attention.StepAttention`), so the graph only sees the number of tokens and of
     sampled rows. `stance` is torch.compile's (`torch.compiler.set_stance`) for each step:
-    `AFTER_WARM_UP` once warmed up, so that a step needing a new variant runs eagerly."""
+    `AFTER_WARM_UP` once warmed up, so that a step needing a new variant runs eagerly.
 
-    def __init__(self, model: DecoderForCausalLM, backend: str = "inductor", **options: Any):
+    With a `decoder` (`native.decoder`), a step of decodes only runs in it instead: one C++
+    call for the whole step, where the graph pays torch.compile's guards and wrapper and a
+    kernel per norm, rotary and attention, which cost as much as the weights' streaming when a
+    single sequence decodes."""
+
+    def __init__(
+        self,
+        model: DecoderForCausalLM,
+        decoder: Any = None,
+        backend: str = "inductor",
+        **options: Any,
+    ):
         self.model = model
+        self.decoder = decoder
         self.compiled = torch.compile(
             model.sampled_logits, backend=backend, dynamic=True, fullgraph=True, **options
         )
@@ -145,12 +158,16 @@ class CompiledStep:
         meta: AttentionMetadata,
         sample_indices: torch.Tensor,
     ) -> torch.Tensor:
+        decodes = meta.decodes
+        if self.decoder is not None and decodes is not None and meta.prefills is None:
+            # NOTE: a decode is always sampled, so these logits are the sampled rows'
+            tables = decodes.block_ids.view(decodes.num_seqs, -1)
+            logits: torch.Tensor = self.decoder.decode(input_ids, positions, kv_cache, tables)
+            return logits
         config = self.model.config
         attention = LayerAttention.for_model(meta, config.num_queries_per_kv, kv_cache.dtype)
         with step_context(kv_cache, attention), torch.compiler.set_stance(self.stance):
-            logits: torch.Tensor = self.compiled(
-                input_ids, positions, kv_cache, meta, sample_indices
-            )
+            logits = self.compiled(input_ids, positions, kv_cache, meta, sample_indices)
         return logits
 
 

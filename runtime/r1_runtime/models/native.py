@@ -14,22 +14,31 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from r1_runtime.models.attention import LayerAttention
 
+if TYPE_CHECKING:
+    from r1_runtime.models.decoder import DecoderForCausalLM
+
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("native_ops.cpp")
+SOURCES = [Path(__file__).with_name(name) for name in ("native_ops.cpp", "native_decoder.cpp")]
+# NOTE: -march=native is safe here: the library is built into an engine-cache entry, whose key
+# names this CPU's model and ISA flags. -fopenmp: at::parallel_for is serial without it.
+CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno"]
 _loaded: list[bool] = []  # NOTE: ops register once per process; [] until `load` is called
 
 
 def library_name() -> str:
     """The built library's name: it changes with the source and torch's version."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()
-    return f"r1_native_{digest[:12]}"
+    digest = hashlib.sha256()
+    for source in SOURCES:
+        digest.update(source.read_bytes())
+    digest.update(" ".join([torch.__version__, *CFLAGS]).encode())
+    return f"r1_native_{digest.hexdigest()[:12]}"
 
 
 def load(build_dir: Path) -> bool:
@@ -69,9 +78,9 @@ def _build_and_load(build_dir: Path) -> None:
     build_dir.mkdir(parents=True, exist_ok=True)
     cpp_extension.load(
         name=name,
-        sources=[str(SOURCE)],
+        sources=[str(source) for source in SOURCES],
         build_directory=str(build_dir),
-        extra_cflags=["-O2"],
+        extra_cflags=CFLAGS,
         is_python_module=False,
     )
 
@@ -115,3 +124,33 @@ def set_step(kv_cache: torch.Tensor, attention: LayerAttention) -> None:
 
 def clear_step() -> None:
     torch.ops.r1_native.clear_step()
+
+
+def decoder(model: DecoderForCausalLM) -> Any:
+    """`model` as an `r1_native.Decoder`, which runs a decode step (one new token for each
+    sequence) in one call; None where the C++ ops are not loaded or the weights not packed."""
+    if not is_loaded() or model.lm_head.packed_weight is None:
+        return None
+    config, inner = model.config, model.model
+    weights: list[torch.Tensor] = []
+    biases: list[torch.Tensor | None] = []
+    for layer in inner.layers:
+        attention, mlp = layer.self_attn, layer.mlp
+        linears = (attention.qkv_proj, attention.o_proj, mlp.gate_up_proj, mlp.down_proj)
+        packed = [linear.packed_weight for linear in linears]
+        weights += [layer.input_layernorm.weight, packed[0], packed[1]]
+        weights += [layer.post_attention_layernorm.weight, packed[2], packed[3]]
+        biases += [linear.bias for linear in linears]
+    return torch.classes.r1_native.Decoder(
+        inner.embed_tokens.weight,
+        weights,
+        biases,
+        inner.norm.weight,
+        model.lm_head.packed_weight,
+        inner.rotary_emb.cos,
+        inner.rotary_emb.sin,
+        config.num_heads,
+        config.num_kv_heads,
+        config.head_dim,
+        config.rms_norm_eps,
+    )

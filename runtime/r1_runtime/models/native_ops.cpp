@@ -8,10 +8,11 @@
 #include <optional>
 #include <vector>
 
-namespace {
+namespace r1_native {
 
 using Scalars = c10::List<std::optional<at::Scalar>>;
 
+// Also called by the decoder (native_decoder.cpp).
 at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias,
                          const std::optional<at::Tensor>& residual, c10::SymInt out_features) {
@@ -31,6 +32,10 @@ at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& weight,
                             const std::optional<at::Tensor>&, c10::string_view)>();
   return binary.call(x, *residual, weight, bias, "add");
 }
+
+}  // namespace r1_native
+
+namespace {
 
 // One SDPA batch of the step (attention.py's SdpaBatch): `mask` is the additive mask
 // [num_seqs, 1, query_len * group, keys]; `query_rows` as PagedBatch.query_rows.
@@ -122,8 +127,8 @@ TORCH_LIBRARY(r1_native, m) {
 }
 
 TORCH_LIBRARY_IMPL(r1_native, CPU, m) {
-  m.impl("packed_linear", packed_linear);
+  m.impl("packed_linear", r1_native::packed_linear);
   m.impl("paged_attention", paged_attention);
 }
 
-TORCH_LIBRARY_IMPL(r1_native, MkldnnCPU, m) { m.impl("packed_linear", packed_linear); }
+TORCH_LIBRARY_IMPL(r1_native, MkldnnCPU, m) { m.impl("packed_linear", r1_native::packed_linear); }
