@@ -13,15 +13,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from r1_runtime.models.attention import LayerAttention
 
 if TYPE_CHECKING:
-    from r1_runtime.models.decoder import DecoderForCausalLM
+    from r1_runtime.models.decoder import DecoderForCausalLM, DecoderLayer
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +133,9 @@ def decoder(model: DecoderForCausalLM) -> Any:
     if not is_loaded() or model.lm_head.packed_weight is None:
         return None
     config, inner = model.config, model.model
-    weights: list[torch.Tensor] = []
+    weights: list[torch.Tensor | None] = []
     biases: list[torch.Tensor | None] = []
-    for layer in inner.layers:
+    for layer in cast("Iterable[DecoderLayer]", inner.layers):
         attention, mlp = layer.self_attn, layer.mlp
         linears = (attention.qkv_proj, attention.o_proj, mlp.gate_up_proj, mlp.down_proj)
         packed = [linear.packed_weight for linear in linears]
