@@ -25,3 +25,12 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_deepseek_v3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding the DeepseekV3 demo model (seed 0) and its tokenizer. Read-only."""
     return _build(tmp_path_factory, "deepseek_v3")
+
+
+@pytest.fixture(scope="session")
+def native_ops(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The C++ ops and decoder (`r1_runtime.models.native`), built once per session."""
+    from r1_runtime.models import native
+
+    if not native.load(tmp_path_factory.mktemp("native")):
+        pytest.fail("the C++ ops did not build here (g++ and ninja are on this machine)")

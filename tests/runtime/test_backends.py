@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -180,6 +181,36 @@ def test_compile_gives_eager_greedy_outputs_for_mixed_batches(
     finally:
         compiled_step(engine).stance = "eager_on_recompile"
     assert outputs == staggered(eager_engine, PROMPTS)
+
+
+class CountingDecoder:
+    """A `native.decoder` that counts its steps."""
+
+    def __init__(self, decoder: Any) -> None:
+        self.decoder = decoder
+        self.steps = 0
+
+    def decode(self, *args: torch.Tensor) -> torch.Tensor:
+        self.steps += 1
+        logits: torch.Tensor = self.decoder.decode(*args)
+        return logits
+
+
+def test_compile_runs_steps_of_decodes_only_in_the_native_decoder(
+    compiled: tuple[LLMEngine, CompileBackend], eager_engine: LLMEngine
+) -> None:
+    engine, _ = compiled
+    step = compiled_step(engine)
+    assert step.decoder is not None, "the C++ decoder builds on this machine"
+    counting = CountingDecoder(step.decoder)
+    step.decoder = counting
+    try:
+        outputs = one_at_a_time(engine, PROMPTS[:2])
+    finally:
+        step.decoder = counting.decoder
+    # NOTE: each prompt's prefill step samples its first token; every later token is a decode
+    assert counting.steps == 2 * (GREEDY.max_tokens - 1)
+    assert outputs == one_at_a_time(eager_engine, PROMPTS[:2])
 
 
 def test_compile_builds_into_the_entry_only(

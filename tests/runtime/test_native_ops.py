@@ -21,9 +21,8 @@ DTYPES = [torch.float32, pytest.param(torch.bfloat16, id="bf16")]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def built(tmp_path_factory: pytest.TempPathFactory) -> None:
-    if not native.load(tmp_path_factory.mktemp("native")):
-        pytest.fail("the C++ ops did not build here (g++ and ninja are on this machine)")
+def built(native_ops: None) -> None:
+    """Every test here needs the C++ ops."""
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
