@@ -165,9 +165,32 @@ def same_outputs(runs: dict[str, list[dict[str, Any]]], a: str, b: str) -> int:
 
 
 def summary(results: dict[str, Any], num_params: int) -> dict[str, Any]:
+    """Best tokens/s of every system, and each engine backend's ratios to the peers."""
     bf16, fp32 = results["bf16"], results["fp32"]
-    engine = {"bf16": best(bf16["offline"]["engine"]), "fp32": best(fp32["offline"]["engine"])}
     single = {name: best(runs) for name, runs in bf16["single"].items()}
+    engines = [name for name in bf16["offline"] if name.startswith("engine")]
+    ratios, peak_fraction, identical = {}, {}, {}
+    for name in engines:
+        offline = {"bf16": best(bf16["offline"][name]), "fp32": best(fp32["offline"][name])}
+        ratios[name] = {
+            "/vllm offline bf16": offline["bf16"] / best(bf16["offline"]["vllm"]),
+            "/vllm offline fp32": offline["fp32"] / best(fp32["offline"]["vllm"]),
+            "/llamacpp single bf16": single[name] / single["llamacpp"],
+            "/vllm single bf16": single[name] / single["vllm"],
+            " offline/transformers sequential bf16": offline["bf16"] / single["transformers"],
+            " offline/transformers static batch bf16": (
+                offline["bf16"] / best(bf16["offline"]["transformers"])
+            ),
+            " single/transformers sequential bf16": single[name] / single["transformers"],
+        }
+        peak_fraction[name] = {
+            dtype: offline[dtype] * 2 * num_params / (results[f"matmul_peak_gflops_{dtype}"] * 1e9)
+            for dtype in ("bf16", "fp32")
+        }
+        identical[name] = {
+            f"/vllm {dtype}": same_outputs(results[dtype]["offline"], name, "vllm")
+            for dtype in ("bf16", "fp32")
+        }
     return {
         "tokens_per_s": {
             dtype: {
@@ -176,24 +199,10 @@ def summary(results: dict[str, Any], num_params: int) -> dict[str, Any]:
             }
             for dtype in ("bf16", "fp32")
         },
-        "ratios": {
-            "engine/vllm offline bf16": engine["bf16"] / best(bf16["offline"]["vllm"]),
-            "engine/vllm offline fp32": engine["fp32"] / best(fp32["offline"]["vllm"]),
-            "engine/llamacpp single bf16": single["engine"] / single["llamacpp"],
-            "engine/vllm single bf16": single["engine"] / single["vllm"],
-            "engine offline/transformers sequential bf16": engine["bf16"] / single["transformers"],
-            "engine offline/transformers static batch bf16": (
-                engine["bf16"] / best(bf16["offline"]["transformers"])
-            ),
-            "engine single/transformers sequential bf16": single["engine"] / single["transformers"],
-        },
-        "fraction_of_matmul_peak": {
-            dtype: engine[dtype] * 2 * num_params / (results[f"matmul_peak_gflops_{dtype}"] * 1e9)
-            for dtype in ("bf16", "fp32")
-        },
+        "ratios": {name + key: value for name in engines for key, value in ratios[name].items()},
+        "fraction_of_matmul_peak": peak_fraction,
         "identical_greedy_outputs_of_64": {
-            f"engine/vllm {dtype}": same_outputs(results[dtype]["offline"], "engine", "vllm")
-            for dtype in ("bf16", "fp32")
+            name + key: value for name in engines for key, value in identical[name].items()
         },
     }
 
@@ -202,7 +211,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--model-dir", type=Path, default=RESULTS / "qwen2-40m")
-    parser.add_argument("--backends", nargs="+", choices=["eager", "compile"], default=["eager"])
+    parser.add_argument(
+        "--backends", nargs="+", choices=["eager", "compile"], default=["eager", "compile"]
+    )
     parser.add_argument("--only", nargs="+", choices=[f"{d}:{w}" for d, w in PLAN])
     parser.add_argument("--systems", nargs="+", choices=["engine", *WORKER_SYSTEMS])
     args = parser.parse_args()

@@ -29,6 +29,16 @@ namespace {
 // fetching them this many rows ahead, attention waits on memory most of its time.
 constexpr int64_t kPrefetchRows = 16;
 
+// NOTE: always inlined: GCC takes a function holding only prefetches for one without effects,
+// and deletes its calls.
+template <typename T>
+__attribute__((always_inline)) inline void prefetch_row(const T* row, int64_t length) {
+  const char* bytes = reinterpret_cast<const char*>(row);
+  for (int64_t line = 0; line < length * static_cast<int64_t>(sizeof(T)); line += 64) {
+    __builtin_prefetch(bytes + line);
+  }
+}
+
 // Work below this many multiply-adds stays on the calling thread: a parallel region costs more.
 constexpr int64_t kParallelGrain = 1 << 15;
 
@@ -72,13 +82,14 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return out;
 }
 
-// e^x for the softmax's x <= 0, to about 1e-7 relative, and 0 below e^-87 (a subnormal weight
-// would slow every multiply it enters): 2^(x log2 e) split into an integer power (the exponent
-// bits) and a Taylor polynomial on [-0.5, 0.5]. NOTE: unlike std::exp this vectorizes without
-// -ffast-math, whose flush-to-zero mode would reach all of torch.
-inline float softmax_exp(float x) {
+// e^x to about 1e-7 relative, 0 below e^-87 (a subnormal would slow every multiply it enters)
+// and at most e^88: 2^(x log2 e) split into an integer power (the exponent bits) and a Taylor
+// polynomial on [-0.5, 0.5]. NOTE: unlike std::exp this vectorizes without -ffast-math, whose
+// flush-to-zero mode would reach all of torch.
+inline float vector_exp(float x) {
   constexpr float kLowest = -87.f;  // e^-87.3 is the smallest normal float
-  const float t = std::max(x, kLowest) * 1.44269504f;
+  constexpr float kHighest = 88.f;  // e^88.7 overflows
+  const float t = std::min(std::max(x, kLowest), kHighest) * 1.44269504f;
   const float n = std::nearbyint(t);
   const float f = (t - n) * 0.693147181f;
   const float p =
@@ -102,7 +113,7 @@ at::Tensor silu_and_mul(const at::Tensor& gate_up) {
       const T* up = gate + width;
       for (int64_t i = 0; i < width; ++i) {
         const float g = static_cast<float>(gate[i]);
-        const float silu = rounded<T>(g / (1.f + std::exp(-g)));
+        const float silu = rounded<T>(g / (1.f + vector_exp(-g)));
         o[r * width + i] = static_cast<T>(silu * static_cast<float>(up[i]));
       }
     }
@@ -157,14 +168,12 @@ class Decoder : public torch::CustomClassHolder {
                       kv_cache.size(3));
     TORCH_CHECK(slots.rows() == ids.size(0),
                 "r1_native.Decoder.decode: one position and one block table row per token");
-    at::Tensor x = at::embedding(embedding_, ids);
-    return AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "r1_native_decode", [&] {
-      for (size_t layer = 0; layer < layers_.size(); ++layer) {
-        x = decoder_layer<scalar_t>(x, layers_[layer], kv_cache.select(0, layer), slots);
-      }
-      return dense(rms_norm<scalar_t>(x, final_norm_, eps_), lm_head_, std::nullopt)
-          .to(at::kFloat);
-    });
+    if (kv_cache.scalar_type() == at::kBFloat16) {
+      return layers<c10::BFloat16>(ids, kv_cache, slots);
+    }
+    TORCH_CHECK(kv_cache.scalar_type() == at::kFloat,
+                "r1_native.Decoder.decode: runs fp32 and bf16 models, not ", kv_cache.scalar_type());
+    return layers<float>(ids, kv_cache, slots);
   }
 
  private:
@@ -187,7 +196,6 @@ class Decoder : public torch::CustomClassHolder {
         }
         starts_.push_back(static_cast<int64_t>(slots_.size()));
       }
-      positions_ = positions;
     }
     int64_t rows() const { return static_cast<int64_t>(starts_.size()) - 1; }
     int64_t length(int64_t row) const { return starts_[row + 1] - starts_[row]; }
@@ -197,8 +205,16 @@ class Decoder : public torch::CustomClassHolder {
 
    private:
     std::vector<int64_t> slots_, starts_;
-    at::Tensor positions_;
   };
+
+  template <typename T>
+  at::Tensor layers(const at::Tensor& ids, const at::Tensor& kv_cache, const Slots& slots) {
+    at::Tensor x = at::embedding(embedding_, ids);
+    for (size_t layer = 0; layer < layers_.size(); ++layer) {
+      x = decoder_layer<T>(x, layers_[layer], kv_cache.select(0, layer), slots);
+    }
+    return dense(rms_norm<T>(x, final_norm_, eps_), lm_head_, std::nullopt).to(at::kFloat);
+  }
 
   template <typename T>
   at::Tensor decoder_layer(const at::Tensor& x, const LayerWeights& w, const at::Tensor& layer_cache,
@@ -265,16 +281,16 @@ class Decoder : public torch::CustomClassHolder {
         const T* q_in = q_all + r * width + kv_head * group * dim;
         for (int64_t i = 0; i < group * dim; ++i) q[i] = static_cast<float>(q_in[i]) * scale;
         scores.resize(group * length);
-        const auto prefetch = [&](const T* cache, int64_t t) {
-          const char* row_start = reinterpret_cast<const char*>(cache + slot[t] * kv_width + kv_head * dim);
-          for (int64_t line = 0; line < dim * static_cast<int64_t>(sizeof(T)); line += 64) {
-            __builtin_prefetch(row_start + line);
-          }
-        };
-        for (int64_t t = 0; t < std::min(length, kPrefetchRows); ++t) prefetch(keys, t);
+        const T* head_keys = keys + kv_head * dim;
+        const T* head_values = values + kv_head * dim;
+        for (int64_t t = 0; t < std::min(length, kPrefetchRows); ++t) {
+          prefetch_row(head_keys + slot[t] * kv_width, dim);
+        }
         for (int64_t t = 0; t < length; ++t) {
-          if (t + kPrefetchRows < length) prefetch(keys, t + kPrefetchRows);
-          const T* k = keys + slot[t] * kv_width + kv_head * dim;
+          if (t + kPrefetchRows < length) {
+            prefetch_row(head_keys + slot[t + kPrefetchRows] * kv_width, dim);
+          }
+          const T* k = head_keys + slot[t] * kv_width;
           for (int64_t i = 0; i < dim; ++i) row[i] = static_cast<float>(k[i]);
           for (int64_t g = 0; g < group; ++g) {
             const float* qg = q.data() + g * dim;
@@ -291,16 +307,20 @@ class Decoder : public torch::CustomClassHolder {
           float total = 0.f;
 #pragma omp simd reduction(+ : total)
           for (int64_t t = 0; t < length; ++t) {
-            sg[t] = softmax_exp(sg[t] - max_score);
+            sg[t] = vector_exp(sg[t] - max_score);
             total += sg[t];
           }
           totals[g] = total;
         }
         std::fill(acc.begin(), acc.end(), 0.f);
-        for (int64_t t = 0; t < std::min(length, kPrefetchRows); ++t) prefetch(values, t);
+        for (int64_t t = 0; t < std::min(length, kPrefetchRows); ++t) {
+          prefetch_row(head_values + slot[t] * kv_width, dim);
+        }
         for (int64_t t = 0; t < length; ++t) {
-          if (t + kPrefetchRows < length) prefetch(values, t + kPrefetchRows);
-          const T* v = values + slot[t] * kv_width + kv_head * dim;
+          if (t + kPrefetchRows < length) {
+            prefetch_row(head_values + slot[t + kPrefetchRows] * kv_width, dim);
+          }
+          const T* v = head_values + slot[t] * kv_width;
           for (int64_t i = 0; i < dim; ++i) row[i] = static_cast<float>(v[i]);
           for (int64_t g = 0; g < group; ++g) {
             const float p = scores[g * length + t];
