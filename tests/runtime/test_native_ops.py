@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from r1_runtime.engine import SamplingParams, Scheduler, SchedulerConfig, Sequence
+from r1_runtime.engine import sampler
 from r1_runtime.engine.step_inputs import prepare_inputs
 from r1_runtime.models import native
 from r1_runtime.models.attention import LayerAttention, paged_attention
@@ -105,3 +106,16 @@ def test_a_failed_build_warns_and_keeps_the_python_ops(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     assert done.stdout.split() == ["False", "False"]
     assert "C++ ops not built" in done.stderr
+
+
+@pytest.mark.parametrize("vocab", [1, 37, 32000])
+def test_argmax_is_torchs_first_maximum_with_ties_and_nan(vocab: int) -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(6, vocab).round()  # NOTE: rounded: ties between maxima
+    logits[1] = 2.0  # one value everywhere: index 0
+    logits[2, -1] = 100.0  # the maximum last
+    logits[3, vocab // 2] = float("nan")  # NaN counts as the maximum
+    logits[4] = float("-inf")
+    expected = logits.argmax(dim=-1)
+    assert torch.equal(torch.ops.r1_native.argmax(logits), expected)
+    assert torch.equal(sampler.argmax(logits), expected)

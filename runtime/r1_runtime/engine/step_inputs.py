@@ -76,7 +76,8 @@ def _paged_batch(entries: tuple[ScheduledSeq, ...], block_size: int) -> PagedBat
     return PagedBatch(
         num_tokens=len(rows),
         block_ids=torch.tensor(block_ids).flatten(),
-        mask=torch.arange(max_blocks * block_size) <= query_positions.unsqueeze(2),
+        num_keys=max_blocks * block_size,
+        query_positions=query_positions,
         query_rows=None if len(rows) == len(entries) * query_len else torch.tensor(rows),
     )
 

@@ -44,18 +44,26 @@ class PagedBatch:
 
     num_tokens: int  # the step's tokens in this batch
     block_ids: torch.Tensor  # [num_seqs * max_blocks] int64: the block tables, flattened
-    mask: torch.Tensor  # [num_seqs, query_len, max_blocks * block_size] bool: key visible
+    num_keys: int  # max_blocks * block_size: the keys each sequence's blocks hold
+    # [num_seqs, query_len] int64: each query row's position; a row sees the keys up to it
+    query_positions: torch.Tensor
     # [num_tokens] int64: the padded row (seq * query_len + offset) of each token, in step
     # order; None when no row is padding (decodes, or a lone chunk)
     query_rows: torch.Tensor | None
 
     @property
     def num_seqs(self) -> int:
-        return self.mask.shape[0]
+        return self.query_positions.shape[0]
 
     @property
     def query_len(self) -> int:
-        return self.mask.shape[1]
+        return self.query_positions.shape[1]
+
+    def mask(self) -> torch.Tensor:
+        """`[num_seqs, query_len, num_keys]` bool: key visible. Built by the SDPA path only (a
+        step the C++ decoder runs needs none)."""
+        keys = torch.arange(self.num_keys, device=self.query_positions.device)
+        return keys <= self.query_positions.unsqueeze(2)
 
 
 @dataclass(frozen=True)
@@ -103,7 +111,7 @@ class LayerAttention:
         """Masks turned into SDPA's additive masks in the activations' dtype, rows repeated for
         the grouped query heads: once per step rather than in every layer."""
         batches = (batch for batch in (meta.decodes, meta.prefills) if batch is not None)
-        sdpa = (SdpaBatch(b, _additive_mask(b.mask, num_queries_per_kv, dtype)) for b in batches)
+        sdpa = (SdpaBatch(b, _additive_mask(b.mask(), num_queries_per_kv, dtype)) for b in batches)
         return cls(meta.slot_mapping, tuple(sdpa), meta.flash)
 
 

@@ -2,9 +2,12 @@
 // (`r1::packed_linear` in layers.py, `r1::paged_attention` in attention.py), without a trip
 // through Python per call. Built and loaded by `r1_runtime.models.native`.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cmath>
 #include <optional>
 #include <vector>
 
@@ -114,6 +117,38 @@ at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& k, const at::T
   return outputs.size() == 1 ? outputs[0] : at::cat(outputs);
 }
 
+// The first index of each row's maximum, as torch.argmax (a NaN counts as the maximum), in two
+// vectorizable passes (torch's argmax along a row is a scalar loop): the row's max, then where
+// it first occurs.
+at::Tensor argmax(const at::Tensor& logits_in) {
+  TORCH_CHECK(logits_in.dim() == 2 && logits_in.scalar_type() == at::kFloat,
+              "r1_native::argmax: fp32 logits [rows, vocab]");
+  const at::Tensor logits = logits_in.contiguous();
+  const int64_t rows = logits.size(0), vocab = logits.size(1);
+  at::Tensor out = at::empty({rows}, logits.options().dtype(at::kLong));
+  const float* data = logits.const_data_ptr<float>();
+  int64_t* ids = out.mutable_data_ptr<int64_t>();
+  at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(vocab, 1)),
+                   [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = data + r * vocab;
+      float best = -INFINITY;
+      bool has_nan = false;
+#pragma omp simd reduction(max : best) reduction(|| : has_nan)
+      for (int64_t i = 0; i < vocab; ++i) {
+        best = std::max(best, row[i]);
+        has_nan = has_nan || row[i] != row[i];
+      }
+      int64_t index = 0;
+      while (index < vocab - 1 && (has_nan ? row[index] == row[index] : row[index] != best)) {
+        ++index;
+      }
+      ids[r] = index;
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(r1_native, m) {
@@ -124,6 +159,7 @@ TORCH_LIBRARY(r1_native, m) {
         "Tensor?[] query_rows, int[] num_tokens) -> ()",
         set_step);
   m.def("clear_step() -> ()", clear_step);
+  m.def("argmax(Tensor logits) -> Tensor", argmax);
 }
 
 TORCH_LIBRARY_IMPL(r1_native, CPU, m) {
