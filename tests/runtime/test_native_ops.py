@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from r1_runtime.engine import SamplingParams, Scheduler, SchedulerConfig, Sequence
-from r1_runtime.engine import sampler
+from r1_runtime.engine import SamplingParams, Scheduler, SchedulerConfig, Sequence, sampler
 from r1_runtime.engine.step_inputs import prepare_inputs
 from r1_runtime.models import native
 from r1_runtime.models.attention import LayerAttention, paged_attention
