@@ -2,7 +2,7 @@
 
 Layout under the root:
     <key>/                       published entries: complete, never modified, `manifest.json`
-    .locks/<key>.lock            the build lock of each key (see `lock.py`)
+    .locks/<key>.lock            the build lock of each key (see `r1_runtime.file_lock`)
     .tmp/<key>.<pid>.<random>/   entries being built; leftovers of crashed builders
     .digests.json                memo of weight file digests (see `digests.py`)
 
@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from r1_runtime.engine_cache.lock import BuildLock, try_lock
 from r1_runtime.engine_cache.manifest import (
     CorruptEntryError,
     Manifest,
     read_manifest,
     write_manifest,
 )
+from r1_runtime.file_lock import FileLock, try_lock
 from r1_runtime.files import fsync_directory
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,12 @@ class EngineStore:
         found = self.lookup(key)
         if found is not None:
             return Resolved(key, self.entry(key), found, is_built=False)
-        with BuildLock(self.lock_path(key), poll_s=self.poll_s) as lock:
+        lock_path = self.lock_path(key)
+
+        def waiting(holder: str) -> None:
+            logger.info("waiting for the build lock %s, held by %s", lock_path, holder)
+
+        with FileLock(lock_path, waiting, poll_s=self.poll_s) as lock:
             found = self.lookup(key)
             if found is not None:
                 return Resolved(key, self.entry(key), found, False, lock.waited_s)
@@ -121,7 +126,7 @@ class EngineStore:
 
     def _build(self, key: str, inputs: dict[str, Any], build: Builder) -> tuple[Manifest, bool]:
         """Build and publish; `(manifest, True)`, or the entry another builder published
-        first and `False` (possible only where the lock is not shared: see lock.py)."""
+        first and `False` (possible only where the lock is not shared: `r1_runtime.file_lock`)."""
         temporary = self.temp_root / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         temporary.mkdir(parents=True)
         try:

@@ -20,6 +20,7 @@ from r1_runtime.fetch.errors import FetchError, RetryableError
 from r1_runtime.fetch.http import HttpClient
 from r1_runtime.fetch.listing import Listing, RemoteFile
 from r1_runtime.fetch.progress import Progress, human_bytes, log
+from r1_runtime.file_lock import FileLock
 
 T = TypeVar("T")
 SPACE_HINT = "grow the hot tier (spec.storage.hot.size) or free space on it"
@@ -74,7 +75,8 @@ def fetch(
         return _result(done.listing, downloaded=[])
     try:
         layout.dest.parent.mkdir(parents=True, exist_ok=True)
-        with store.locked(layout.lock_path, say, poll_s=options.lock_poll_s):
+        waiting = functools.partial(_say_waiting, say)
+        with FileLock(layout.lock_path, waiting, poll_s=options.lock_poll_s):
             if (done := _complete(layout, source)) is not None:
                 say(f"another fetcher completed {layout.dest} ({done.listing.commit})")
                 return _result(done.listing, downloaded=[])
@@ -85,6 +87,10 @@ def fetch(
                 f"disk full: no space left under {layout.dest.parent}: {SPACE_HINT}"
             ) from None
         raise FetchError(f"{error.strerror or error} ({error.filename or layout.dest})") from None
+
+
+def _say_waiting(say: Callable[[str], None], holder: str) -> None:
+    say(f"waiting for the download by {holder} to finish")
 
 
 def _complete(layout: store.Layout, source: Source) -> store.Marker | None:

@@ -10,14 +10,9 @@ taken as complete.
 from __future__ import annotations
 
 import datetime
-import fcntl
 import json
 import os
 import shutil
-import socket
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,45 +134,6 @@ def publish(layout: Layout, source: str, revision: str | None, listing: Listing)
     fsync_directory(layout.dest)
     write_marker(layout.dest, source, revision, listing)
     shutil.rmtree(layout.staging, ignore_errors=True)
-
-
-@contextmanager
-def locked(
-    path: Path, log: Callable[[str], None], *, poll_s: float = 0.5, report_s: float = 30.0
-) -> Iterator[None]:
-    """Hold the exclusive lock on `path`, waiting (and saying who holds it) while another
-    fetcher does. The kernel (or the NFS server) drops the lock when its holder dies.
-
-    NOTE: flock on NFS is emulated with POSIX locks (Linux >= 2.6.12): it excludes fetchers
-    on other nodes only when the mount supports locking (NFSv4, or v3 with lockd, not
-    `nolock`). See docs/fetch.md.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        _acquire(fd, log, poll_s=poll_s, report_s=report_s)
-        holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, holder.encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _acquire(fd: int, log: Callable[[str], None], *, poll_s: float, report_s: float) -> None:
-    waited_since: float | None = None
-    last_report = 0.0
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            now = time.monotonic()
-            if waited_since is None or now - last_report >= report_s:
-                holder = os.pread(fd, 200, 0).decode(errors="replace") or "another fetcher"
-                log(f"waiting for the download by {holder} to finish")
-                waited_since = waited_since or now
-                last_report = now
-            time.sleep(poll_s)
 
 
 def _stat(path: Path) -> tuple[int, int] | None:

@@ -7,14 +7,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from r1_runtime.engine_cache.lock import BuildLock, read_holder
 from r1_runtime.engine_cache.manifest import MANIFEST
 from r1_runtime.engine_cache.store import EngineStore, Resolved
+from r1_runtime.file_lock import FileLock, read_holder
 
 from .fakes import (
     ARTIFACT_BYTES,
@@ -109,7 +110,7 @@ def test_stale_temporary_directories_of_dead_builders_are_cleaned(
     (dead / "graphs").mkdir(parents=True)
     live = store.temp_root / f"{KEY}.{os.getpid()}.cafef00d"
     live.mkdir()
-    with BuildLock(store.lock_path(KEY)):  # a live builder of KEY
+    with FileLock(store.lock_path(KEY), print):  # a live builder of KEY
         assert store.clean_stale_temp() == [dead]
     assert live.exists() and not dead.exists()
 
@@ -190,7 +191,7 @@ def test_reading_a_valid_entry_does_not_wait_for_a_builder_holding_the_lock(
     store: EngineStore, backend: FileBackend
 ) -> None:
     get_or_build(store, backend)
-    with BuildLock(store.lock_path(KEY)):
+    with FileLock(store.lock_path(KEY), print):
         started = time.monotonic()
         assert store.lookup(KEY) is not None
         assert get_or_build(store, backend).is_built is False
@@ -201,11 +202,32 @@ def test_the_lock_records_its_holder_and_clears_the_record_on_release(
     store: EngineStore,
 ) -> None:
     path = store.lock_path(KEY)
-    with BuildLock(path, heartbeat_s=0.05):
+    with FileLock(path, print, heartbeat_s=0.05):
         first = read_holder(path)
         wait_for(lambda: read_holder(path).get("heartbeat", 0) > first["heartbeat"])
         assert first["pid"] == os.getpid() and first["host"]
     assert read_holder(path) == {}
+
+
+def test_a_waiter_is_told_who_holds_the_lock_and_gets_it_on_release(
+    store: EngineStore,
+) -> None:
+    path = store.lock_path(KEY)
+    waits: list[str] = []
+    acquired = threading.Event()
+
+    def wait_for_the_lock() -> None:
+        with FileLock(path, waits.append, poll_s=0.01):
+            acquired.set()
+
+    with FileLock(path, print):
+        waiter = threading.Thread(target=wait_for_the_lock)
+        waiter.start()
+        wait_for(lambda: bool(waits))
+        assert not acquired.is_set()
+    waiter.join(timeout=5)
+    assert acquired.is_set()
+    assert waits[0].startswith(f"pid {os.getpid()} on ")
 
 
 def test_a_key_that_is_not_a_digest_is_refused(store: EngineStore) -> None:

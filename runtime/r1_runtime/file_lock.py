@@ -1,9 +1,11 @@
-"""The build lock: one builder per cache key across every pod sharing the warm tier.
+"""A lock file that one process at a time holds, across every pod sharing a volume: the
+engine cache's build lock (one builder per key) and the fetch's lock (one downloader per
+destination).
 
-`fcntl.flock` on `<engine-cache>/.locks/<key>.lock`. The kernel (or the NFS server) drops
-the lock when its holder dies, however it dies, so a dead builder's lock is simply taken
-by the next one: no stale-lock detection is needed. The holder writes who it is and a
-heartbeat into the file, for the waiters' logs only.
+`fcntl.flock` on the file. The kernel (or the NFS server) drops the lock when its holder
+dies, however it dies, so a dead holder's lock is simply taken by the next one: no stale-lock
+detection is needed. The holder writes who it is and a heartbeat into the file, for the
+waiters' logs only.
 
 NOTE: on NFS, Linux emulates flock with POSIX byte-range locks, which NFSv4 (and v3 with
 lockd/NLM) enforce across clients; a mount with `nolock` (or `local_lock=all/flock`) keeps
@@ -21,6 +23,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -32,12 +35,21 @@ POLL_S = 0.5
 WAIT_LOG_S = 30.0
 
 
-class BuildLock:
-    """An exclusive lock on `path`, held for a `with` block. Waits as long as it takes,
-    logging who holds it every `WAIT_LOG_S` seconds."""
+class FileLock:
+    """An exclusive lock on `path`, held for a `with` block. Waits as long as it takes, calling
+    `on_wait` with who holds it (`describe_holder`) when it starts waiting and every
+    `WAIT_LOG_S` seconds after."""
 
-    def __init__(self, path: Path, *, heartbeat_s: float = HEARTBEAT_S, poll_s: float = POLL_S):
+    def __init__(
+        self,
+        path: Path,
+        on_wait: Callable[[str], None],
+        *,
+        heartbeat_s: float = HEARTBEAT_S,
+        poll_s: float = POLL_S,
+    ):
         self.path = path
+        self.on_wait = on_wait
         self.heartbeat_s = heartbeat_s
         self.poll_s = poll_s
         self.waited_s = 0.0  # how long acquiring took
@@ -46,7 +58,7 @@ class BuildLock:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
-    def __enter__(self) -> BuildLock:
+    def __enter__(self) -> FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # NOTE: "a" creates the file without truncating a holder's record; the lock file is
         # never unlinked, or a waiter could lock an inode a newer builder no longer uses.
@@ -59,7 +71,7 @@ class BuildLock:
         self._file = file
         self._acquired = time.time()
         self._write_holder()
-        self._heartbeat = threading.Thread(target=self._beat, name="build-lock", daemon=True)
+        self._heartbeat = threading.Thread(target=self._beat, name="file-lock", daemon=True)
         self._heartbeat.start()
         return self
 
@@ -87,7 +99,7 @@ class BuildLock:
             except BlockingIOError:
                 pass
             if time.monotonic() >= next_log:
-                logger.info("waiting for the build lock %s: %s", self.path, self.describe_holder())
+                self.on_wait(self.describe_holder())
                 next_log += WAIT_LOG_S
             time.sleep(self.poll_s)
 
@@ -95,9 +107,9 @@ class BuildLock:
         """Who holds the lock, from its file: for log lines."""
         holder = read_holder(self.path)
         if not holder:
-            return "held (holder unknown)"
+            return "another process (not yet recorded)"
         age = time.time() - float(holder.get("heartbeat", 0))
-        return f"held by pid {holder.get('pid')} on {holder.get('host')}, heartbeat {age:.0f} s ago"
+        return f"pid {holder.get('pid')} on {holder.get('host')} (heartbeat {age:.0f} s ago)"
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -116,8 +128,8 @@ class BuildLock:
             self._file.truncate(0)
             self._file.write(json.dumps(record))
             self._file.flush()
-        except OSError as error:  # the record is informative only: never fail a build on it
-            logger.warning("cannot write the build lock record %s: %s", self.path, error)
+        except OSError as error:  # the record is informative only: never fail on it
+            logger.warning("cannot write the lock record %s: %s", self.path, error)
 
 
 def read_holder(path: Path) -> dict[str, Any]:
