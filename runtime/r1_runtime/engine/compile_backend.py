@@ -11,6 +11,9 @@ Artifacts: inductor's FX graph cache, AOT autograd cache and generated kernels g
 `entry/inductor` while `prepare` runs (and nowhere else); a later start with the same entry
 compiles nothing but loads them. A shape no warm-up step produced runs eagerly rather than
 compile outside the entry (`eager_on_recompile`).
+
+On CPU, a step of decodes only runs in the C++ decoder built into `entry/native`
+(`models.native.decoder`) rather than in the graph: see `CompiledStep`.
 """
 
 from __future__ import annotations

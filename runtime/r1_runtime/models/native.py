@@ -1,11 +1,14 @@
-"""The compiled step's ops in C++ (`native_ops.cpp`): `r1_native::packed_linear` and
-`r1_native::paged_attention`, the same ATen calls as the Python ops `r1::packed_linear` and
-`r1::paged_attention` but without Python per call, so the inductor wrapper around 33 linear
-layers and 8 attention ops of a decode step spends its time in kernels. CPU only.
+"""The compile backend's C++ code, CPU only:
 
-`load(build_dir)` compiles the source once into `build_dir` (g++ and ninja, ~1 minute) or loads
-what an earlier call built there; where it cannot, the step keeps the Python ops and a warning
-says why. The attention op reads the step's cache and masks from `set_step`, per thread.
+- `native_ops.cpp`: the compiled graph's ops `r1_native::packed_linear` and
+  `r1_native::paged_attention`, the same ATen calls as the Python ops `r1::packed_linear` and
+  `r1::paged_attention` without Python per call (the attention op reads the step's cache and
+  masks from `set_step`, per thread); and `r1_native::argmax`, the sampler's greedy pick.
+- `native_decoder.cpp`: `r1_native.Decoder` (`decoder`), a whole step of decodes in one call.
+
+`load(build_dir)` compiles the sources once into `build_dir` (g++ and ninja, ~10 s) or loads
+what an earlier call built there; where it cannot, the step keeps the Python ops and the graph,
+and a warning says why.
 """
 
 from __future__ import annotations
