@@ -106,6 +106,28 @@ def test_a_position_beyond_its_block_table_is_refused(checkpoint_dir: Path) -> N
         decoder.decode(torch.tensor([5]), torch.tensor([8]), runner.kv_cache, tables)
 
 
+def test_a_position_beyond_the_rotary_tables_is_refused(checkpoint_dir: Path) -> None:
+    engine = make_engine(checkpoint_dir / "qwen2")
+    runner = engine.runner
+    assert isinstance(runner, PagedModelRunner)
+    decoder = native.decoder(runner.model)
+    last = runner.model.model.rotary_emb.cos.shape[0]
+    tables = torch.arange(-(-(last + 1) // runner.block_size)).unsqueeze(0)
+    with pytest.raises(RuntimeError, match=f"position {last} is beyond the rotary tables"):
+        decoder.decode(torch.tensor([5]), torch.tensor([last]), runner.kv_cache, tables)
+
+
+def test_a_block_outside_the_cache_is_refused(checkpoint_dir: Path) -> None:
+    engine = make_engine(checkpoint_dir / "qwen2")
+    runner = engine.runner
+    assert isinstance(runner, PagedModelRunner)
+    decoder = native.decoder(runner.model)
+    num_blocks = runner.kv_cache.shape[2]
+    tables = torch.tensor([[0, num_blocks]])
+    with pytest.raises(RuntimeError, match=f"block {num_blocks} is not in the cache"):
+        decoder.decode(torch.tensor([5]), torch.tensor([5]), runner.kv_cache, tables)
+
+
 def test_a_cache_of_another_dtype_is_refused(checkpoint_dir: Path) -> None:
     engine = make_engine(checkpoint_dir / "qwen2")
     runner = engine.runner

@@ -165,7 +165,7 @@ class Decoder : public torch::CustomClassHolder {
                 "r1_native.Decoder.decode: kv_cache is not this model's contiguous cache");
     const at::Tensor ids = input_ids.to(at::kLong).contiguous();
     const Slots slots(positions.to(at::kLong).contiguous(), block_tables.to(at::kLong).contiguous(),
-                      kv_cache.size(3));
+                      kv_cache.size(3), kv_cache.size(2), cos_.size(0));
     TORCH_CHECK(slots.rows() == ids.size(0),
                 "r1_native.Decoder.decode: one position and one block table row per token");
     if (kv_cache.scalar_type() == at::kBFloat16) {
@@ -181,7 +181,9 @@ class Decoder : public torch::CustomClassHolder {
   // from the block tables, read by every layer.
   class Slots {
    public:
-    Slots(const at::Tensor& positions, const at::Tensor& block_tables, int64_t block_size) {
+    // NOTE: checked here, as the loops read and write the cache at these slots unchecked.
+    Slots(const at::Tensor& positions, const at::Tensor& block_tables, int64_t block_size,
+          int64_t num_blocks, int64_t max_positions) {
       TORCH_CHECK(block_tables.dim() == 2 && block_tables.size(0) == positions.size(0),
                   "r1_native.Decoder.decode: one block table row per position");
       const int64_t* pos = positions.const_data_ptr<int64_t>();
@@ -191,6 +193,13 @@ class Decoder : public torch::CustomClassHolder {
       for (int64_t r = 0; r < positions.size(0); ++r) {
         TORCH_CHECK(pos[r] >= 0 && pos[r] < width * block_size,
                     "r1_native.Decoder.decode: position ", pos[r], " is beyond its block table");
+        TORCH_CHECK(pos[r] < max_positions, "r1_native.Decoder.decode: position ", pos[r],
+                    " is beyond the rotary tables (", max_positions, " positions)");
+        for (int64_t b = 0; b <= pos[r] / block_size; ++b) {
+          const int64_t block = tables[r * width + b];
+          TORCH_CHECK(block >= 0 && block < num_blocks, "r1_native.Decoder.decode: block ", block,
+                      " is not in the cache (", num_blocks, " blocks)");
+        }
         for (int64_t t = 0; t <= pos[r]; ++t) {
           slots_.push_back(tables[r * width + t / block_size] * block_size + t % block_size);
         }
