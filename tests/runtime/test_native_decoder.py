@@ -96,43 +96,43 @@ def test_the_decoder_gives_the_python_logits_and_cache_writes(
     assert torch.equal(changed, (out["expected_cache"] != out["untouched"]).flatten(2).any(-1))
 
 
-def test_a_position_beyond_its_block_table_is_refused(checkpoint_dir: Path) -> None:
-    engine = make_engine(checkpoint_dir / "qwen2")
-    runner = engine.runner
+@pytest.fixture(scope="module")
+def qwen2_runner(checkpoint_dir: Path) -> PagedModelRunner:
+    runner = make_engine(checkpoint_dir / "qwen2").runner
     assert isinstance(runner, PagedModelRunner)
+    return runner
+
+
+def refusal(runner: PagedModelRunner, position: int, tables: list[list[int]]) -> str:
+    """The error of a one-token decode at `position` with these block tables."""
     decoder = native.decoder(runner.model)
-    tables = torch.tensor([[0, 1]])  # two 4-token blocks: positions 0 to 7
-    with pytest.raises(RuntimeError, match="position 8 is beyond its block table"):
-        decoder.decode(torch.tensor([5]), torch.tensor([8]), runner.kv_cache, tables)
+    with pytest.raises(RuntimeError) as refused:
+        decoder.decode(
+            torch.tensor([5]), torch.tensor([position]), runner.kv_cache, torch.tensor(tables)
+        )
+    return str(refused.value)
 
 
-def test_a_position_beyond_the_rotary_tables_is_refused(checkpoint_dir: Path) -> None:
-    engine = make_engine(checkpoint_dir / "qwen2")
-    runner = engine.runner
-    assert isinstance(runner, PagedModelRunner)
-    decoder = native.decoder(runner.model)
-    last = runner.model.model.rotary_emb.cos.shape[0]
-    tables = torch.arange(-(-(last + 1) // runner.block_size)).unsqueeze(0)
-    with pytest.raises(RuntimeError, match=f"position {last} is beyond the rotary tables"):
-        decoder.decode(torch.tensor([5]), torch.tensor([last]), runner.kv_cache, tables)
+def test_a_position_beyond_its_block_table_is_refused(qwen2_runner: PagedModelRunner) -> None:
+    # two 4-token blocks: positions 0 to 7
+    assert "position 8 is beyond its block table" in refusal(qwen2_runner, 8, [[0, 1]])
 
 
-def test_a_block_outside_the_cache_is_refused(checkpoint_dir: Path) -> None:
-    engine = make_engine(checkpoint_dir / "qwen2")
-    runner = engine.runner
-    assert isinstance(runner, PagedModelRunner)
-    decoder = native.decoder(runner.model)
-    num_blocks = runner.kv_cache.shape[2]
-    tables = torch.tensor([[0, num_blocks]])
-    with pytest.raises(RuntimeError, match=f"block {num_blocks} is not in the cache"):
-        decoder.decode(torch.tensor([5]), torch.tensor([5]), runner.kv_cache, tables)
+def test_a_position_beyond_the_rotary_tables_is_refused(qwen2_runner: PagedModelRunner) -> None:
+    last = qwen2_runner.model.model.rotary_emb.cos.shape[0]
+    tables = [list(range(-(-(last + 1) // qwen2_runner.block_size)))]
+    error = refusal(qwen2_runner, last, tables)
+    assert f"position {last} is beyond the rotary tables" in error
 
 
-def test_a_cache_of_another_dtype_is_refused(checkpoint_dir: Path) -> None:
-    engine = make_engine(checkpoint_dir / "qwen2")
-    runner = engine.runner
-    assert isinstance(runner, PagedModelRunner)
-    decoder = native.decoder(runner.model)
-    cache = runner.kv_cache.to(torch.bfloat16)
+def test_a_block_outside_the_cache_is_refused(qwen2_runner: PagedModelRunner) -> None:
+    num_blocks = qwen2_runner.kv_cache.shape[2]
+    error = refusal(qwen2_runner, 5, [[0, num_blocks]])
+    assert f"block {num_blocks} is not in the cache" in error
+
+
+def test_a_cache_of_another_dtype_is_refused(qwen2_runner: PagedModelRunner) -> None:
+    decoder = native.decoder(qwen2_runner.model)
+    cache = qwen2_runner.kv_cache.to(torch.bfloat16)
     with pytest.raises(RuntimeError, match="not this model's contiguous cache"):
         decoder.decode(torch.tensor([5]), torch.tensor([0]), cache, torch.tensor([[0]]))

@@ -39,6 +39,27 @@ __attribute__((always_inline)) inline void prefetch_row(const T* row, int64_t le
   }
 }
 
+// One kv head's keys (or values) of one sequence, row t at cache slot `slot[t]`, each fetched
+// `kPrefetchRows` rows ahead of its reader.
+template <typename T>
+struct HeadRows {
+  const T* cache;  // the layer's keys (or values), offset to the head
+  const int64_t* slot;
+  int64_t length, stride, dim;
+
+  __attribute__((always_inline)) void prefetch_first() const {
+    for (int64_t t = 0; t < std::min(length, kPrefetchRows); ++t) {
+      prefetch_row(cache + slot[t] * stride, dim);
+    }
+  }
+
+  // Row t, once row t + kPrefetchRows is on its way.
+  __attribute__((always_inline)) const T* row(int64_t t) const {
+    if (t + kPrefetchRows < length) prefetch_row(cache + slot[t + kPrefetchRows] * stride, dim);
+    return cache + slot[t] * stride;
+  }
+};
+
 // Work below this many multiply-adds stays on the calling thread: a parallel region costs more.
 constexpr int64_t kParallelGrain = 1 << 15;
 
@@ -290,16 +311,11 @@ class Decoder : public torch::CustomClassHolder {
         const T* q_in = q_all + r * width + kv_head * group * dim;
         for (int64_t i = 0; i < group * dim; ++i) q[i] = static_cast<float>(q_in[i]) * scale;
         scores.resize(group * length);
-        const T* head_keys = keys + kv_head * dim;
-        const T* head_values = values + kv_head * dim;
-        for (int64_t t = 0; t < std::min(length, kPrefetchRows); ++t) {
-          prefetch_row(head_keys + slot[t] * kv_width, dim);
-        }
+        const HeadRows<T> head_keys{keys + kv_head * dim, slot, length, kv_width, dim};
+        const HeadRows<T> head_values{values + kv_head * dim, slot, length, kv_width, dim};
+        head_keys.prefetch_first();
         for (int64_t t = 0; t < length; ++t) {
-          if (t + kPrefetchRows < length) {
-            prefetch_row(head_keys + slot[t + kPrefetchRows] * kv_width, dim);
-          }
-          const T* k = head_keys + slot[t] * kv_width;
+          const T* k = head_keys.row(t);
           for (int64_t i = 0; i < dim; ++i) row[i] = static_cast<float>(k[i]);
           for (int64_t g = 0; g < group; ++g) {
             const float* qg = q.data() + g * dim;
@@ -322,14 +338,9 @@ class Decoder : public torch::CustomClassHolder {
           totals[g] = total;
         }
         std::fill(acc.begin(), acc.end(), 0.f);
-        for (int64_t t = 0; t < std::min(length, kPrefetchRows); ++t) {
-          prefetch_row(head_values + slot[t] * kv_width, dim);
-        }
+        head_values.prefetch_first();
         for (int64_t t = 0; t < length; ++t) {
-          if (t + kPrefetchRows < length) {
-            prefetch_row(head_values + slot[t + kPrefetchRows] * kv_width, dim);
-          }
-          const T* v = head_values + slot[t] * kv_width;
+          const T* v = head_values.row(t);
           for (int64_t i = 0; i < dim; ++i) row[i] = static_cast<float>(v[i]);
           for (int64_t g = 0; g < group; ++g) {
             const float p = scores[g * length + t];
