@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from ..server.harness import wait_until
+from ..server.harness import is_ready, wait_until
 
 TIMEOUT_S = 600  # torch.compile of the demo model on two shared CPU cores
 
@@ -68,7 +68,7 @@ def test_build_fills_the_cache_and_serve_starts_from_it(
     base = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()
-        wait_until(lambda: _ready(base, process), TIMEOUT_S)
+        wait_until(lambda: is_ready(base, process), TIMEOUT_S)
         print(f"serve from the cache: ready in {time.monotonic() - started:.1f} s")
         body = {"model": "r1-demo", "prompt": "Hello", "max_tokens": 8, "temperature": 0}
         answer = httpx.post(f"{base}/v1/completions", json=body, timeout=120)
@@ -84,12 +84,3 @@ def test_build_fills_the_cache_and_serve_starts_from_it(
     assert "fx_graph_misses=0" in report.group(1)
     assert int(re.findall(r"fx_graph_hits=(\d+)", report.group(1))[0]) > 0
     assert run_build(demo_model_dir, cache, message) == {**built, "built": False}
-
-
-def _ready(base: str, process: subprocess.Popen[bytes]) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(f"serve exited with {process.returncode}")
-    try:
-        return httpx.get(f"{base}/ready").status_code == 200
-    except httpx.ConnectError:
-        return False

@@ -7,6 +7,7 @@ blocks, 512-token context), so 429 and block accounting are reachable in a few r
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -104,3 +105,14 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"not true after {timeout} s: {condition}")
         time.sleep(0.01)
+
+
+def is_ready(base: str, process: subprocess.Popen[Any]) -> bool:
+    """Whether the `r1-runtime serve` process at `base` answers /ready with 200; fails once
+    it has exited."""
+    if process.poll() is not None:
+        raise AssertionError(f"serve exited with {process.returncode}")
+    try:
+        return httpx.get(f"{base}/ready").status_code == 200
+    except httpx.ConnectError:
+        return False

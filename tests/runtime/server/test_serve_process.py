@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from .harness import MODEL, wait_until
+from .harness import MODEL, is_ready, wait_until
 
 READY_TIMEOUT_S = 120
 
@@ -54,12 +54,3 @@ def test_sigterm_drains_the_process_and_it_exits_0(demo_model_dir: Path, tmp_pat
         process.wait()
     assert "draining" in stderr.read_text()
     assert "draining" in (tmp_path / "logs" / "pod-0" / "runtime.log").read_text()
-
-
-def is_ready(base: str, process: subprocess.Popen[str]) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(f"serve exited with {process.returncode}")
-    try:
-        return httpx.get(f"{base}/ready").status_code == 200
-    except httpx.ConnectError:
-        return False
