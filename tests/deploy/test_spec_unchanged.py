@@ -1,6 +1,6 @@
 """The operator never writes a DeepSeekDeployment's spec, so what Argo CD synced from Git stays
 in sync (docs/gitops.md). The real operator (r1_operator.handlers under kopf) runs against the
-API emulator of tests/operator_harness.py; tests play the controllers by setting children's
+API emulator of tests/operator/operator_harness.py; tests play the controllers by setting children's
 status and check, after reconciles by every trigger, that the stored spec is the applied one
 byte for byte and that metadata.generation (which moves on spec changes only) never moved.
 Argo CD's health check then reads the status the running operator wrote."""

@@ -1,6 +1,6 @@
 """reconcile() against an in-memory API with the same methods as Kube: what it writes,
 what it prunes, what it leaves alone. The same behaviour over real HTTP with real kopf
-lives in tests/operator/."""
+lives in test_operator.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run a real kopf operator against tests/kube_emulator.py over real HTTP on loopback.
+"""Run a real kopf operator against kube_emulator.py over real HTTP on loopback.
 
 The emulator and the operator each run in their own thread with their own event loop, so
 tests stay plain synchronous functions: they act through `Cluster` (its own HTTP client,
