@@ -45,33 +45,34 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
 @dataclass(frozen=True)
-class StageCount:
-    """The most advanced stage among some pods, and a detail for messages."""
+class PodStage:
+    """A first-start stage (of one pod, or the most advanced among some pods) and a detail
+    for messages: the waiting reason of a stuck container, else empty."""
 
     stage: Stage
     detail: str
 
 
-def pod_stage(pod: Manifest) -> StageCount:
+def pod_stage(pod: Manifest) -> PodStage:
     """The stage of one pod, with the waiting reason of a stuck container as detail."""
     status = pod.get("status") or {}
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
     if conditions.get("Ready") == "True":
-        return StageCount("ready", "")
+        return PodStage("ready", "")
     inits = {c.get("name"): c for c in status.get("initContainerStatuses") or []}
     fetch = inits.get(FETCH_CONTAINER)
     if fetch is not None and not _succeeded(fetch):
         state = fetch.get("state") or {}
         if "running" in state or "waiting" in state:
-            return StageCount("fetching", _waiting_reason(fetch))
-        return StageCount("pending", "")
+            return PodStage("fetching", _waiting_reason(fetch))
+        return PodStage("pending", "")
     containers = [c for c in status.get("containerStatuses") or [] if c.get("name")]
     if containers and not all(c.get("ready") for c in containers):
-        return StageCount("building", _waiting_reason(containers[0]))
-    return StageCount("pending", "")
+        return PodStage("building", _waiting_reason(containers[0]))
+    return PodStage("pending", "")
 
 
-def serving_stage(pods: Sequence[Manifest]) -> StageCount | None:
+def serving_stage(pods: Sequence[Manifest]) -> PodStage | None:
     """The most advanced stage of the serving pods (ready > building > fetching); None when
     no serving pod has got as far as fetching."""
     return _most_advanced(pod for pod in pods if _component(pod) == common.SERVER)
@@ -85,7 +86,7 @@ class Prebuild:
     job_name: str
     engine_cache_key: str | None
     message: str
-    stage: StageCount | None
+    stage: PodStage | None
     """Stage of the Job's pod while it runs."""
 
 
@@ -109,7 +110,7 @@ def read_prebuild(job: Manifest, pods: Sequence[Manifest]) -> Prebuild:
     return Prebuild("running", name, None, f"pre-build Job {name} is running", stage)
 
 
-def is_done(job: Manifest | None) -> bool:
+def prebuild_succeeded(job: Manifest | None) -> bool:
     """Whether a live pre-build Job succeeded (the workload may then roll out)."""
     return job is not None and read_prebuild(job, ()).state == "succeeded"
 
@@ -117,7 +118,7 @@ def is_done(job: Manifest | None) -> bool:
 _ORDER: dict[Stage, int] = {"pending": 0, "fetching": 1, "building": 2, "ready": 3}
 
 
-def _most_advanced(pods: Any) -> StageCount | None:
+def _most_advanced(pods: Any) -> PodStage | None:
     stages = [pod_stage(pod) for pod in pods]
     best = max(stages, key=lambda s: _ORDER[s.stage], default=None)
     return best if best is not None and best.stage != "pending" else None
@@ -172,7 +173,7 @@ def _cache_key(pod: Manifest) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
-def conditions(serving: StageCount | None, prebuild: Prebuild | None) -> dict[str, Check]:
+def conditions(serving: PodStage | None, prebuild: Prebuild | None) -> dict[str, Check]:
     """ModelCached and EngineBuilt, from the pre-build Job when there is one, else from the
     serving pods; none (the previous ones stay) when nothing has started yet."""
     if prebuild is not None and prebuild.state == "failed":
@@ -202,7 +203,7 @@ def conditions(serving: StageCount | None, prebuild: Prebuild | None) -> dict[st
 def refine(
     assessed: tuple[Phase, str, str],
     starting: bool,
-    serving: StageCount | None,
+    serving: PodStage | None,
     prebuild: Prebuild | None,
 ) -> tuple[Phase, str, str]:
     """The phase and Ready reason/message of status.assess, made precise by what the pods

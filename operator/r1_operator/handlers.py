@@ -68,7 +68,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # timer cannot be cancelled, only waited for (tests/operator/test_delete_during_drift.py).
     settings.background.cancellation_polling = 2
     memo.kube = Kube.from_environment()
-    memo.serial = Serial()
+    memo.tracker = ReconcileTracker()
     metrics.serve(int(os.environ.get("R1_OPERATOR_METRICS_PORT", "8080")))
 
 
@@ -108,7 +108,7 @@ def on_pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -
     owner = body.metadata.labels.get(labels.DEPLOYMENT)
     namespace, uid = body.metadata.namespace or "default", body.metadata.uid or ""
     stage = "deleted" if type == "DELETED" else pod_stage(body).stage
-    if owner and memo.serial.pod_moved(uid, stage):
+    if owner and memo.tracker.pod_moved(uid, stage):
         reconcile_latest(memo, namespace, owner)
 
 
@@ -124,19 +124,19 @@ def reconcile_latest(
     of one deployment queue on a lock and each reads the object afresh inside it. The
     event of a reconcile's own apply usually arrives while that reconcile still runs, so
     the seen version is compared inside the lock too."""
-    with memo.serial.lock(namespace, name):
-        if unless_seen is not None and unless_seen == memo.serial.seen_workload(namespace, name):
+    with memo.tracker.lock(namespace, name):
+        if unless_seen is not None and unless_seen == memo.tracker.seen_workload(namespace, name):
             return None
         try:
             body = memo.kube.get(DEEPSEEK, namespace, name)
         except ApiException as error:
             raise _retryable(error) from None
         if not body:
-            memo.serial.forget(namespace, name)
+            memo.tracker.forget(namespace, name)
             return None
         result = run_reconcile(memo.kube, body)
         if result is not None:
-            memo.serial.saw_workload(namespace, name, result.workload_version)
+            memo.tracker.saw_workload(namespace, name, result.workload_version)
         return result
 
 
@@ -188,9 +188,10 @@ def _post_phase_change(body: dict[str, Any], phase: str, reason: str, message: s
         kopf.warn(kopf.Body(cast(kopf.RawBody, body)), reason=reason, message=message)
 
 
-class Serial:
-    """One lock per deployment, the workload version its last reconcile saw, and the
-    first-start stage of each pod last seen."""
+class ReconcileTracker:
+    """What the handlers keep between reconciles (`memo.tracker`): one lock per deployment,
+    the workload version its last reconcile saw, and the first-start stage each pod was
+    last seen in."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
@@ -222,9 +223,9 @@ class Serial:
             self._locks.pop((namespace, name), None)
             self._workloads.pop((namespace, name), None)
 
-    def seen_workload(self, namespace: str, name: str | None) -> str | None:
+    def seen_workload(self, namespace: str, name: str) -> str | None:
         with self._guard:
-            return self._workloads.get((namespace, name or ""))
+            return self._workloads.get((namespace, name))
 
 
 def now() -> str:

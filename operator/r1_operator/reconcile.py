@@ -80,7 +80,7 @@ def _held_workload(desired: list[Manifest], live: dict[ChildKey, Manifest]) -> C
     """The workload's key while the pre-build Job of the rendered spec has not succeeded:
     it is neither applied nor pruned then (a running older workload keeps serving)."""
     job = next((_key(m) for m in desired if m["kind"] == "Job"), None)
-    if job is None or first_start.is_done(live.get(job)):
+    if job is None or first_start.prebuild_succeeded(live.get(job)):
         return None
     return next((_key(m) for m in desired if m["kind"] in WORKLOAD_KINDS), None)
 
