@@ -1,5 +1,10 @@
 """Label and annotation keys on every child: one place, so selectors never disagree."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
 NAME = "app.kubernetes.io/name"
 INSTANCE = "app.kubernetes.io/instance"
 COMPONENT = "app.kubernetes.io/component"
@@ -36,3 +41,8 @@ def common_labels(name: str, component: str) -> dict[str, str]:
         PART_OF: "r1-operator",
         DEPLOYMENT: name,
     }
+
+
+def is_retained(child: Mapping[str, Any]) -> bool:
+    """Whether a child carries RETAIN "true": the operator neither owns nor deletes it."""
+    return (child["metadata"].get("labels") or {}).get(RETAIN) == "true"

@@ -136,7 +136,7 @@ def _workload(children: dict[ChildKey, Manifest]) -> Manifest | None:
 def _owned(manifest: Manifest, body: Manifest) -> Manifest:
     """`manifest` with an owner reference to the DeepSeekDeployment, except retained PVCs:
     an owner reference would let the garbage collector delete the user's weights."""
-    if manifest["metadata"].get("labels", {}).get(labels.RETAIN) == "true":
+    if labels.is_retained(manifest):
         return manifest
     owner = {
         "apiVersion": DEEPSEEK.api_version,
@@ -163,10 +163,8 @@ def _live_children(kube: Kube, dsd: DeepSeekDeployment, uid: str) -> dict[ChildK
 
 
 def _is_ours(obj: Manifest, uid: str) -> bool:
-    metadata = obj["metadata"]
-    owners = metadata.get("ownerReferences") or []
-    retained = (metadata.get("labels") or {}).get(labels.RETAIN) == "true"
-    return retained or any(owner.get("uid") == uid for owner in owners)
+    owners = obj["metadata"].get("ownerReferences") or []
+    return labels.is_retained(obj) or any(owner.get("uid") == uid for owner in owners)
 
 
 def _prune(
@@ -175,8 +173,7 @@ def _prune(
     """Delete owned children no longer rendered; never a retained PVC."""
     pruned = set()
     for key, obj in live.items():
-        retained = (obj["metadata"].get("labels") or {}).get(labels.RETAIN) == "true"
-        if key in desired or retained:
+        if key in desired or labels.is_retained(obj):
             continue
         kube.delete(CHILD_KINDS[key[0]], dsd.namespace, key[1])
         pruned.add(key)
