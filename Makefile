@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy operator/r1_operator runtime/r1_runtime/engine
+	$(BIN)/mypy operator/r1_operator runtime/r1_runtime
 
 unit: $(STAMP)
 	$(BIN)/pytest

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -17,6 +16,8 @@ from r1_runtime.config import (
     add_engine_arguments,
     add_serve_arguments,
 )
+from r1_runtime.logs import configure_logging
+from r1_runtime.model_info import ModelInfo, ModelInfoError
 
 # Kept here rather than imported from r1_runtime.demo, which pulls in torch: `--help` stays fast.
 DEMO_ARCHS = ("qwen2", "deepseek_v3")
@@ -52,16 +53,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _serve(args: argparse.Namespace, out: TextIO) -> int:
     try:
         config = RuntimeConfig.from_args(args, os.environ)
-        # Imported here: the server pulls in torch, which `--help` and flag errors do without.
-        from r1_runtime.server.model import check_backend, plan_engine
-
-        check_backend(config)
-        if not config.build_on_start:
-            plan_engine(config)  # no cached engine: stop here, before the server starts
+        # Imported here: they pull in torch, which `--help` and flag errors do without.
+        from r1_runtime.server.model import model_loader
         from r1_runtime.server.serve import serve
 
-        return serve(config)
-    except ConfigError as error:
+        return serve(config, model_loader(config))
+    except (ConfigError, ModelInfoError) as error:
         print(f"r1-runtime serve: error: {error}", file=sys.stderr)
         return 2
 
@@ -89,14 +86,14 @@ def _build(args: argparse.Namespace, out: TextIO) -> int:
     """Print and record `{"engineCacheKey", "entry", "built"}`; on failure, the reason."""
     import logging
 
-    _build_logging(args.log_dir)
+    configure_logging(args.log_dir, "build.log", required=False)
     message_path = args.termination_message_path or _writable(TERMINATION_LOG)
     try:
         config = RuntimeConfig.from_args(args, os.environ)
-        from r1_runtime.server.model import build_engine
+        from r1_runtime.build import find_or_build_entry
 
-        resolved = build_engine(config)
-    except ConfigError as error:
+        resolved = find_or_build_entry(config, ModelInfo.read(config.model))
+    except (ConfigError, ModelInfoError) as error:
         return _build_failed(f"r1-runtime build: error: {error}", message_path, 2)
     except Exception as error:
         logging.getLogger(__name__).exception("building the engine failed")
@@ -113,23 +110,6 @@ def _build(args: argparse.Namespace, out: TextIO) -> int:
     out.write(line + "\n")
     _write_message(message_path, line)
     return 0
-
-
-def _build_logging(log_dir: Path | None) -> None:
-    """To stderr and, with --log-dir, to LOG_DIR/$HOSTNAME/build.log (as serve's logs)."""
-    import logging
-
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if log_dir is not None:
-        with contextlib.suppress(OSError):  # NOTE: a log volume problem must not fail the build
-            pod_dir = log_dir / os.environ.get("HOSTNAME", "local")
-            pod_dir.mkdir(parents=True, exist_ok=True)
-            handlers.append(logging.FileHandler(pod_dir / "build.log"))
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-    )
 
 
 def _build_failed(reason: str, message_path: Path | None, status: int) -> int:
@@ -216,7 +196,7 @@ def _demo_model(args: argparse.Namespace, out: TextIO) -> int:
 
     from r1_runtime.demo import build_demo_model
 
-    logging.disable_progress_bar()
+    logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     directory = args.directory or _default_demo_directory(args.arch)
     model = build_demo_model(directory, arch=args.arch, seed=args.seed)
     out.write(

@@ -1,8 +1,8 @@
 """`r1-runtime serve` settings: the command-line flags (the operator contract in
 docs/runtime-flags.md) validated once, at start-up, into a frozen `RuntimeConfig`.
 
-No torch here: `--help` and flag validation stay fast. Checks that need torch (is there a GPU
-for `--backend tensorrt`?) run when the engine loads (`r1_runtime.server.model`).
+No torch here: `--help` and flag validation stay fast. Checks that need torch or the model
+(is there a GPU for `--backend tensorrt`?) run when the engine is planned (`r1_runtime.build`).
 """
 
 from __future__ import annotations
@@ -71,6 +71,11 @@ class RuntimeConfig:
     num_kv_blocks: int | None = None
     drain_timeout: float = 60.0
     max_request_bytes: int = 1 << 20
+    # Not flags: engine knobs for tests and benchmarks.
+    block_size: int = 16  # token slots per KV block
+    prefill_chunk_size: int | None = None  # prompt tokens per sequence per step; None: budget
+    kv_cache_memory: int | None = None  # KV cache bytes, instead of a share of free memory
+    device: str | None = None  # None: a GPU when one is visible, else the CPU
 
     def __post_init__(self) -> None:
         _validate(self)

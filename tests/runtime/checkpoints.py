@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 import torch
 import transformers
+from r1_runtime.build import build_engine
+from r1_runtime.config import RuntimeConfig
 from r1_runtime.engine.llm_engine import LLMEngine
+from r1_runtime.model_info import ModelInfo
 from transformers import (
     DeepseekV3Config,
     DeepseekV3ForCausalLM,
@@ -87,7 +90,7 @@ def deepseek_v3_config() -> DeepseekV3Config:
 
 
 ENGINE_DEFAULTS: dict[str, Any] = {
-    "dtype": torch.float32,
+    "dtype": "float32",
     "block_size": 4,
     "num_kv_blocks": 256,
     "max_batch_tokens": 64,
@@ -155,5 +158,10 @@ def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def make_engine(path: Path, **overrides: Any) -> LLMEngine:
-    """An fp32 engine with small blocks and a fixed block count, unless overridden."""
-    return LLMEngine.from_model_dir(path, **{**ENGINE_DEFAULTS, **overrides})
+    """An fp32 engine with small blocks and a fixed block count, unless overridden (any
+    `RuntimeConfig` field; `dtype` also as a torch dtype), built as `serve` builds it."""
+    knobs = {**ENGINE_DEFAULTS, **overrides}
+    if isinstance(knobs["dtype"], torch.dtype):
+        knobs["dtype"] = str(knobs["dtype"]).removeprefix("torch.")
+    config = RuntimeConfig(model=path, served_model_name=path.name, **knobs)
+    return build_engine(config, ModelInfo.read(path)).engine

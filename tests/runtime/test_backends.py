@@ -1,48 +1,45 @@
 """Engine backends: eager, compile (torch.compile, inductor artifacts in the engine entry) and
-tensorrt (GPU only). One compiled engine per session: compiling takes tens of seconds."""
+tensorrt (GPU only), as `r1_runtime.build` plans and prepares them. The compile tests load the
+session's `compiled_cache` rather than compile again: compiling takes tens of seconds."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from r1_runtime.config import ConfigError
-from r1_runtime.engine.backends import get_backend
-from r1_runtime.engine.compile_backend import (
-    INDUCTOR_DIR,
-    CompileBackend,
-    CompiledStep,
-    step_context,
-)
+from r1_runtime import cli
+from r1_runtime.build import BuiltEngine, build_engine, plan_engine
+from r1_runtime.config import ConfigError, RuntimeConfig
+from r1_runtime.engine.backends import BackendUnavailableError, get_backend
+from r1_runtime.engine.backends.compile import INDUCTOR_DIR, CompileBackend
+from r1_runtime.engine.backends.compiled_step import CompiledStep
+from r1_runtime.engine.backends.eager import EagerBackend
 from r1_runtime.engine.llm_engine import LLMEngine
 from r1_runtime.engine.model_runner import PagedModelRunner
 from r1_runtime.engine.sequence import SamplingParams
 from r1_runtime.engine.step_inputs import prepare_inputs
-from r1_runtime.models.attention import LayerAttention
+from r1_runtime.model_info import ModelInfo
+from r1_runtime.models.kernels import PYTHON, TRACEABLE
 
-ROOT = Path(__file__).parents[2]
+from .conftest import COMPILE_FLAGS, CompiledCache
+
 CPU = torch.device("cpu")
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
 PROMPTS = [[5 + i % 90 for i in range(n)] for n in (7, 23, 2, 40)]  # different lengths
 
 
-def make_engine(model_dir: Path, device: str = "cpu") -> LLMEngine:
-    return LLMEngine.from_model_dir(
-        model_dir,
-        dtype=torch.float32,
-        device=device,
-        max_num_seqs=8,
-        max_batch_tokens=48,  # NOTE: the 40-token prompt joins running decodes in chunks
-        max_model_len=256,
-        num_kv_blocks=64,
-    )
+def config_of(flags: list[str]) -> RuntimeConfig:
+    return RuntimeConfig.from_args(cli._parser().parse_args(["serve", *flags]), {})
+
+
+def build(model_dir: Path, *extra: str) -> BuiltEngine:
+    """The demo model with the compile tests' engine flags (and `extra`), eager by default."""
+    config = config_of(["--model", str(model_dir), *COMPILE_FLAGS, "--backend", "eager", *extra])
+    return build_engine(config, ModelInfo.read(model_dir))
 
 
 def staggered(engine: LLMEngine, prompts: list[list[int]]) -> list[list[int]]:
@@ -64,61 +61,62 @@ def one_at_a_time(engine: LLMEngine, prompts: list[list[int]]) -> list[list[int]
     return [engine.generate([prompt], GREEDY)[0] for prompt in prompts]
 
 
+def runner_of(engine: LLMEngine) -> PagedModelRunner:
+    assert isinstance(engine.runner, PagedModelRunner)
+    return engine.runner
+
+
 @pytest.fixture(scope="session")
 def eager_engine(demo_model_dir: Path) -> LLMEngine:
-    return make_engine(demo_model_dir)
+    return build(demo_model_dir).engine
 
 
 @pytest.fixture(scope="session")
-def compile_entry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("engines") / "compile-entry"
-
-
-@pytest.fixture(scope="session")
-def compiled(demo_model_dir: Path, compile_entry: Path) -> tuple[LLMEngine, CompileBackend]:
-    """The demo model built with the compile backend into an empty entry."""
-    engine = make_engine(demo_model_dir)
-    backend = get_backend("compile", CPU)
-    assert isinstance(backend, CompileBackend)
-    compile_entry.mkdir()
-    backend.prepare(engine, compile_entry)
-    return engine, backend
+def compiled(compiled_cache: CompiledCache) -> BuiltEngine:
+    """The session's compile engine, loaded in this process from the entry another process
+    built (and published by renaming its build directory)."""
+    config = config_of(compiled_cache.flags)
+    return build_engine(config, ModelInfo.read(config.model))
 
 
 def compiled_step(engine: LLMEngine) -> CompiledStep:
-    assert isinstance(engine.runner, PagedModelRunner)
-    assert isinstance(engine.runner.step_logits, CompiledStep)
-    return engine.runner.step_logits
+    backend = runner_of(engine).backend
+    assert isinstance(backend, CompileBackend)
+    return backend.step
 
 
-def test_eager_builds_nothing_and_keeps_the_model_as_it_is(
+def test_eager_builds_nothing_and_runs_the_python_kernels(
     demo_model_dir: Path, tmp_path: Path
 ) -> None:
-    engine = make_engine(demo_model_dir)
-    backend = get_backend("eager", CPU)
-    assert (backend.name, backend.needs_cache) == ("eager", False)
-    assert backend.versions() == {"torch": torch.__version__}
-    backend.prepare(engine, tmp_path)
-    assert isinstance(engine.runner, PagedModelRunner)
-    assert engine.runner.step_logits == engine.runner.model.sampled_logits
-    assert list(tmp_path.iterdir()) == []
+    built = build(demo_model_dir, "--engine-cache", str(tmp_path / "engines"))
+    runner = runner_of(built.engine)
+    assert isinstance(runner.backend, EagerBackend) and not runner.backend.needs_cache
+    assert runner.backend.versions() == {"torch": torch.__version__}
+    assert runner.model.kernels is PYTHON and runner.sampler.argmax is PYTHON.argmax
+    assert built.cache_entry is None and not (tmp_path / "engines").exists()
 
 
 @pytest.mark.parametrize(
     ("name", "device", "message"),
     [
-        ("onnx", CPU, "--backend 'onnx' is not one of eager, compile, tensorrt"),
-        ("tensorrt", CPU, "--backend tensorrt needs an NVIDIA GPU"),
-        ("tensorrt", torch.device("cuda"), "--backend tensorrt needs an NVIDIA GPU"),
+        ("onnx", CPU, "'onnx' is not one of eager, compile, tensorrt"),
+        ("tensorrt", CPU, "tensorrt needs an NVIDIA GPU"),
+        ("tensorrt", torch.device("cuda"), "tensorrt needs an NVIDIA GPU"),
     ],
     ids=["an unknown backend", "tensorrt on a CPU", "tensorrt with no GPU visible"],
 )
-def test_a_backend_that_cannot_run_here_is_refused_naming_the_flag(
+def test_a_backend_that_cannot_run_here_is_refused_saying_why(
     name: str, device: torch.device, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(BackendUnavailableError, match=message):
         get_backend(name, device)
+
+
+def test_the_plan_refuses_a_backend_naming_the_flag(demo_model_dir: Path) -> None:
+    config = config_of(["--model", str(demo_model_dir), "--backend", "tensorrt"])
+    with pytest.raises(ConfigError, match=r"^--backend tensorrt needs an NVIDIA GPU"):
+        plan_engine(config, ModelInfo.read(demo_model_dir))
 
 
 def test_tensorrt_on_a_gpu_without_torch_tensorrt_is_refused_with_the_fix(
@@ -127,64 +125,79 @@ def test_tensorrt_on_a_gpu_without_torch_tensorrt_is_refused_with_the_fix(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.version, "cuda", "12.8")
     monkeypatch.setitem(sys.modules, "torch_tensorrt", None)  # NOTE: import raises ImportError
-    with pytest.raises(ConfigError, match=r"needs Torch-TensorRT \(`pip install"):
+    with pytest.raises(BackendUnavailableError, match=r"needs Torch-TensorRT \(`pip install"):
         get_backend("tensorrt", torch.device("cuda"))
 
 
-def test_compile_refuses_the_transformers_fallback(
-    demo_deepseek_v3_dir: Path, tmp_path: Path
+def test_compile_refuses_the_transformers_fallback_before_loading_it(
+    demo_deepseek_v3_dir: Path,
 ) -> None:
-    engine = make_engine(demo_deepseek_v3_dir)
+    config = config_of(["--model", str(demo_deepseek_v3_dir), "--backend", "compile"])
     with pytest.raises(ConfigError, match="--backend compile: this model runs through the"):
-        get_backend("compile", CPU).prepare(engine, tmp_path)
+        plan_engine(config, ModelInfo.read(demo_deepseek_v3_dir))
 
 
-def test_compile_traces_the_whole_step_as_one_graph(
-    eager_engine: LLMEngine,
-) -> None:
+def test_the_traceable_kernels_trace_the_whole_step_as_one_graph(demo_model_dir: Path) -> None:
     """No graph break: the paged cache writes run inside the graph's attention ops."""
-    runner = eager_engine.runner
-    assert isinstance(runner, PagedModelRunner)
-    eager_engine.add_request(PROMPTS[1], GREEDY)
-    batch = eager_engine.scheduler.schedule()
+    engine = build(demo_model_dir).engine
+    runner = runner_of(engine)
+    runner.model.use_kernels(TRACEABLE)
+    engine.add_request(PROMPTS[1], GREEDY)
+    batch = engine.scheduler.schedule()
     assert batch is not None
     inputs = prepare_inputs(batch, runner.block_size, use_flash=False)
-    attention = LayerAttention.for_model(
-        inputs.meta, runner.model.config.num_queries_per_kv, torch.float32
-    )
-    args = (inputs.input_ids, inputs.positions, runner.kv_cache, inputs.meta, inputs.sample_indices)
-    with torch.inference_mode(), step_context(runner.kv_cache, attention):
+    args = (inputs.input_ids, inputs.positions, inputs.sample_indices)
+    with torch.inference_mode(), runner.model.step(runner.kv_cache, inputs.meta):
         explained = torch._dynamo.explain(runner.model.sampled_logits)(*args)
-    eager_engine.abort(batch.seqs[0].seq.seq_id)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0)
 
 
-def test_compile_gives_eager_greedy_outputs_one_request_at_a_time(
-    compiled: tuple[LLMEngine, CompileBackend], eager_engine: LLMEngine
+@pytest.mark.slow
+def test_an_entry_built_by_another_process_loads_without_compiling(
+    compiled: BuiltEngine, compiled_cache: CompiledCache
 ) -> None:
-    engine, _ = compiled
-    compiled_step(engine).stance = "fail_on_recompile"  # NOTE: proves each step ran compiled
+    """The cache publishes an entry by renaming its build directory: nothing in it may name
+    its old path, or this load would compile again."""
+    backend = runner_of(compiled.engine).backend
+    assert isinstance(backend, CompileBackend) and backend.last_prepare is not None
+    report = backend.last_prepare
+    assert (report.fx_graph_misses, report.aot_autograd_misses) == (0, 0)
+    assert report.fx_graph_hits > 0
+    assert compiled.cache_entry is not None and compiled.cache_entry.entry == compiled_cache.entry
+    assert not compiled.cache_entry.is_built
+    inductor = str(compiled_cache.entry / INDUCTOR_DIR)
+    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR", "") != inductor
+    assert backend.versions()["torch"] == torch.__version__
+
+
+@pytest.mark.slow
+def test_compile_gives_eager_greedy_outputs_one_request_at_a_time(
+    compiled: BuiltEngine, eager_engine: LLMEngine
+) -> None:
+    step = compiled_step(compiled.engine)
+    step.stance = "fail_on_recompile"  # NOTE: proves each step ran compiled
     try:
-        outputs = one_at_a_time(engine, PROMPTS)
+        outputs = one_at_a_time(compiled.engine, PROMPTS)
     finally:
-        compiled_step(engine).stance = "eager_on_recompile"
+        step.stance = "eager_on_recompile"
     assert outputs == one_at_a_time(eager_engine, PROMPTS)
 
 
+@pytest.mark.slow
 def test_compile_gives_eager_greedy_outputs_for_mixed_batches(
-    compiled: tuple[LLMEngine, CompileBackend], eager_engine: LLMEngine
+    compiled: BuiltEngine, eager_engine: LLMEngine
 ) -> None:
-    engine, _ = compiled
-    compiled_step(engine).stance = "fail_on_recompile"
+    step = compiled_step(compiled.engine)
+    step.stance = "fail_on_recompile"
     try:
-        outputs = staggered(engine, PROMPTS)
+        outputs = staggered(compiled.engine, PROMPTS)
     finally:
-        compiled_step(engine).stance = "eager_on_recompile"
+        step.stance = "eager_on_recompile"
     assert outputs == staggered(eager_engine, PROMPTS)
 
 
 class CountingDecoder:
-    """A `native.decoder` that counts its steps."""
+    """A native decoder that counts its steps."""
 
     def __init__(self, decoder: Any) -> None:
         self.decoder = decoder
@@ -196,65 +209,22 @@ class CountingDecoder:
         return logits
 
 
+@pytest.mark.slow
 def test_compile_runs_steps_of_decodes_only_in_the_native_decoder(
-    compiled: tuple[LLMEngine, CompileBackend], eager_engine: LLMEngine
+    compiled: BuiltEngine, eager_engine: LLMEngine
 ) -> None:
-    engine, _ = compiled
-    step = compiled_step(engine)
+    step = compiled_step(compiled.engine)
     assert step.decoder is not None, "the C++ decoder builds on this machine"
+    assert runner_of(compiled.engine).model.kernels.name == "native"
     counting = CountingDecoder(step.decoder)
     step.decoder = counting
     try:
-        outputs = one_at_a_time(engine, PROMPTS[:2])
+        outputs = one_at_a_time(compiled.engine, PROMPTS[:2])
     finally:
         step.decoder = counting.decoder
     # NOTE: each prompt's prefill step samples its first token; every later token is a decode
     assert counting.steps == 2 * (GREEDY.max_tokens - 1)
     assert outputs == one_at_a_time(eager_engine, PROMPTS[:2])
-
-
-def test_compile_builds_into_the_entry_only(
-    compiled: tuple[LLMEngine, CompileBackend], compile_entry: Path
-) -> None:
-    _, backend = compiled
-    report = backend.last_prepare
-    assert report is not None and report.fx_graph_misses > 0
-    assert any((compile_entry / INDUCTOR_DIR / "fxgraph").rglob("*"))
-    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR", "") != str(compile_entry / INDUCTOR_DIR)
-    assert backend.versions()["torch"] == torch.__version__
-
-
-RELOAD = """
-import json, sys
-from pathlib import Path
-import torch
-from r1_runtime.engine.backends import get_backend
-from tests.runtime.test_backends import PROMPTS, make_engine, one_at_a_time
-engine = make_engine(Path(sys.argv[1]))
-backend = get_backend("compile", torch.device("cpu"))
-backend.prepare(engine, Path(sys.argv[2]))
-print(json.dumps({"report": vars(backend.last_prepare), "outputs": one_at_a_time(engine, PROMPTS)}))
-"""
-
-
-def test_a_renamed_entry_loads_in_a_new_process_without_compiling(
-    compiled: tuple[LLMEngine, CompileBackend],
-    compile_entry: Path,
-    demo_model_dir: Path,
-    eager_engine: LLMEngine,
-    tmp_path: Path,
-) -> None:
-    """The cache publishes an entry by renaming it: nothing in it may name its old path."""
-    published = tmp_path / "published"
-    shutil.copytree(compile_entry, tmp_path / "building")
-    (tmp_path / "building").rename(published)
-    command = [sys.executable, "-c", RELOAD, str(demo_model_dir), str(published)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
-    result = json.loads(done.stdout.splitlines()[-1])
-    report = result["report"]
-    assert (report["fx_graph_misses"], report["aot_autograd_misses"]) == (0, 0)
-    assert report["fx_graph_hits"] == compiled[1].last_prepare.fx_graph_misses  # type: ignore[union-attr]
-    assert result["outputs"] == one_at_a_time(eager_engine, PROMPTS)
 
 
 @pytest.mark.gpu
@@ -263,10 +233,10 @@ def test_tensorrt_builds_reloads_and_gives_eager_outputs(
     demo_model_dir: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("torch_tensorrt")
-    eager = make_engine(demo_model_dir, device="cuda")
-    expected = one_at_a_time(eager, PROMPTS[:2])
-    for _ in ("build", "reload"):
-        engine = make_engine(demo_model_dir, device="cuda")
-        get_backend("tensorrt", torch.device("cuda")).prepare(engine, tmp_path)
-        assert any((tmp_path / "tensorrt").iterdir())
-        assert one_at_a_time(engine, PROMPTS[:2]) == expected
+    expected = one_at_a_time(build(demo_model_dir).engine, PROMPTS[:2])  # eager, on the GPU
+    cache = str(tmp_path / "engines")
+    for is_built in (True, False):
+        built = build(demo_model_dir, "--backend", "tensorrt", "--engine-cache", cache)
+        assert built.cache_entry is not None and built.cache_entry.is_built is is_built
+        assert any((built.cache_entry.entry / "tensorrt").iterdir())
+        assert one_at_a_time(built.engine, PROMPTS[:2]) == expected

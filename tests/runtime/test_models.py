@@ -1,5 +1,5 @@
-"""Our decoder and its loader against transformers: logits, weights fused at load time, rope
-scaling, sharded checkpoints, model selection, the KV cache budget, bf16."""
+"""Our Llama-family model and its loader against transformers: logits, weights fused at load
+time, rope scaling, sharded checkpoints, model selection, the KV cache budget, bf16."""
 
 from __future__ import annotations
 
@@ -14,9 +14,13 @@ from r1_runtime.engine import SamplingParams, Scheduler, SchedulerConfig, Sequen
 from r1_runtime.engine.kv_cache import allocate_kv_cache, bytes_per_block
 from r1_runtime.engine.model_runner import PagedModelRunner, RecomputeModelRunner
 from r1_runtime.engine.step_inputs import prepare_inputs
-from r1_runtime.models import DecoderConfig, load_decoder, read_config
-from r1_runtime.models.attention import flash_attn_varlen_func
+from r1_runtime.model_info import ModelInfo
+from r1_runtime.models.base import PagedCausalLM
+from r1_runtime.models.kernels.attention import flash_attn_varlen_func
 from r1_runtime.models.layers import inverse_frequencies
+from r1_runtime.models.llama_config import LlamaConfig as OurLlamaConfig
+from r1_runtime.models.loader import load_model
+from r1_runtime.models.registry import own_model
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
@@ -36,7 +40,8 @@ CPU = torch.device("cpu")
 
 
 def load(path: Path, dtype: torch.dtype = torch.float32) -> Any:
-    return load_decoder(path, dtype=dtype, device=CPU, max_positions=128)
+    info = ModelInfo.read(path)
+    return load_model(own_model(info), info, dtype=dtype, device=CPU, max_positions=128)
 
 
 @torch.inference_mode()
@@ -47,10 +52,10 @@ def prompt_logits(path: Path, prompt: list[int], block_size: int = 4) -> torch.T
     scheduler.try_add(Sequence("s", prompt, SamplingParams(max_tokens=1)))
     batch = scheduler.schedule()
     assert batch is not None
-    config = model.config
-    cache = allocate_kv_cache(config, 64, block_size, dtype=torch.float32, device=CPU)
+    cache = allocate_kv_cache(model, 64, block_size, dtype=torch.float32, device=CPU)
     inputs = prepare_inputs(batch, block_size, use_flash=False)
-    hidden = model(inputs.input_ids, inputs.positions, cache, inputs.meta)
+    with model.step(cache, inputs.meta):
+        hidden = model(inputs.input_ids, inputs.positions)
     return model.compute_logits(hidden)
 
 
@@ -85,7 +90,7 @@ def test_tied_embeddings_share_one_tensor(checkpoint_dir: Path) -> None:
 def test_llama3_rope_scaling_matches_transformers() -> None:
     config = llama_config()
     expected, _ = ROPE_INIT_FUNCTIONS["llama3"](config)
-    ours = DecoderConfig.from_dict({**config.to_dict(), "architectures": ["LlamaForCausalLM"]})
+    ours = OurLlamaConfig.from_dict({**config.to_dict(), "architectures": ["LlamaForCausalLM"]})
     assert ours.rope_scaling is not None
     actual = inverse_frequencies(ours.head_dim, ours.rope_theta, ours.rope_scaling)
     torch.testing.assert_close(actual, expected)
@@ -102,7 +107,7 @@ def test_published_checkpoints_rope_scaling_and_rope_theta_fields_are_read() -> 
         "original_max_position_embeddings": 8192,
         "rope_type": "llama3",
     }
-    config = DecoderConfig.from_dict(raw)
+    config = OurLlamaConfig.from_dict(raw)
     assert config.rope_theta == 500000.0
     assert config.rope_scaling is not None and config.rope_scaling.factor == 8.0
 
@@ -168,15 +173,15 @@ def test_the_model_is_chosen_by_the_config(
     path = checkpoint_dir / name
     if config_edit:
         path = Path(shutil.copytree(path, tmp_path / name))
-        raw = read_config(path)
+        raw = ModelInfo.read(path).config
         (path / "config.json").write_text(json.dumps({**raw, **config_edit}))
     assert isinstance(make_engine(path).runner, runner)
 
 
 def test_the_kv_cache_gets_as_many_blocks_as_the_memory_budget_holds(checkpoint_dir: Path) -> None:
     path = checkpoint_dir / "qwen2"
-    config = DecoderConfig.from_dict(read_config(path))
-    per_block = bytes_per_block(config, 4, torch.float32)
+    model: PagedCausalLM = load(path)
+    per_block = bytes_per_block(model, 4, torch.float32)
     assert per_block == 2 * 2 * 4 * 2 * 16 * 4  # k and v, layers, slots, kv heads, head dim, fp32
     engine = make_engine(path, num_kv_blocks=None, kv_cache_memory=10 * per_block + 5)
     assert engine.scheduler.config.num_blocks == 10

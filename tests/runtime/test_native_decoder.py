@@ -1,7 +1,7 @@
-"""The decode step in C++ (`native.decoder`) against the Python decoder it replaces for steps of
-decodes only: the same logits and the same cache writes, to fp32 rounding in fp32 and to bf16
-rounding in bf16, for Qwen2 (q/k/v biases, untied embeddings) and Llama (llama3 rope scaling,
-tied embeddings), over contexts that span several blocks."""
+"""The decode step in C++ (`LlamaForCausalLM.native_decoder`) against the Python model it
+replaces for steps of decodes only: the same logits and the same cache writes, to fp32
+rounding in fp32 and to bf16 rounding in bf16, for Qwen2 (q/k/v biases, untied embeddings) and
+Llama (llama3 rope scaling, tied embeddings), over contexts that span several blocks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from r1_runtime.engine import SamplingParams
 from r1_runtime.engine.llm_engine import LLMEngine
 from r1_runtime.engine.model_runner import PagedModelRunner
 from r1_runtime.engine.step_inputs import StepInputs, prepare_inputs
-from r1_runtime.models import native
 
 from .checkpoints import checkpoint_dir, make_engine, make_prompts
 
@@ -46,17 +45,15 @@ def decode_step(engine: LLMEngine) -> StepInputs:
 
 
 def run_both(engine: LLMEngine, inputs: StepInputs) -> dict[str, Any]:
-    """Logits and written cache of the Python decoder and of the C++ one, from the same cache."""
+    """Logits and written cache of the Python model and of the C++ decoder, from the same cache."""
     runner = engine.runner
     assert isinstance(runner, PagedModelRunner)
-    decoder = native.decoder(runner.model)
+    decoder = runner.model.native_decoder()
     assert decoder is not None, "a packed CPU model has a C++ decoder"
     cache = runner.kv_cache
     before = cache.clone()
     with torch.inference_mode():
-        expected = runner.model.sampled_logits(
-            inputs.input_ids, inputs.positions, cache, inputs.meta, inputs.sample_indices
-        )
+        expected = runner.backend.run(inputs)  # the eager backend: the Python model
         expected_cache = cache.clone()
         cache.copy_(before)
         assert inputs.meta.decodes is not None
@@ -105,7 +102,7 @@ def qwen2_runner(checkpoint_dir: Path) -> PagedModelRunner:
 
 def refusal(runner: PagedModelRunner, position: int, tables: list[list[int]]) -> str:
     """The error of a one-token decode at `position` with these block tables."""
-    decoder = native.decoder(runner.model)
+    decoder = runner.model.native_decoder()
     with pytest.raises(RuntimeError) as refused:
         decoder.decode(
             torch.tensor([5]), torch.tensor([position]), runner.kv_cache, torch.tensor(tables)
@@ -132,7 +129,7 @@ def test_a_block_outside_the_cache_is_refused(qwen2_runner: PagedModelRunner) ->
 
 
 def test_a_cache_of_another_dtype_is_refused(qwen2_runner: PagedModelRunner) -> None:
-    decoder = native.decoder(qwen2_runner.model)
+    decoder = qwen2_runner.model.native_decoder()
     cache = qwen2_runner.kv_cache.to(torch.bfloat16)
     with pytest.raises(RuntimeError, match="not this model's contiguous cache"):
         decoder.decode(torch.tensor([5]), torch.tensor([0]), cache, torch.tensor([[0]]))

@@ -1,5 +1,5 @@
-"""The compiled step's C++ ops (`r1_runtime.models.native`) against their Python reference:
-the same results bit for bit, the same cache writes, and a start that survives a failed build."""
+"""The native kernels (`r1_runtime.models.kernels.native`) against the Python kernels: the same
+results bit for bit, the same cache writes, and a start that survives a failed build."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from r1_runtime.engine import SamplingParams, Scheduler, SchedulerConfig, Sequence, sampler
+from r1_runtime.engine import SamplingParams, Scheduler, SchedulerConfig, Sequence
 from r1_runtime.engine.step_inputs import prepare_inputs
-from r1_runtime.models import native
-from r1_runtime.models.attention import LayerAttention, paged_attention
-from r1_runtime.models.layers import can_pack
+from r1_runtime.models.kernels import PYTHON, TRACEABLE, native
+from r1_runtime.models.kernels.attention import LayerAttention, paged_attention
+from r1_runtime.models.kernels.ops import can_pack
 
 BLOCK_SIZE, NUM_BLOCKS, NUM_LAYERS, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM = 4, 32, 2, 4, 2, 8
 DTYPES = [torch.float32, pytest.param(torch.bfloat16, id="bf16")]
@@ -39,7 +39,8 @@ def test_packed_linear_equals_the_python_op(
     x = torch.randn(rows, 32, dtype=dtype)
     bias = torch.randn(48, dtype=dtype) if with_bias else None
     residual = torch.randn(rows, 48, dtype=dtype) if with_residual else None
-    expected = torch.ops.r1.packed_linear(x, weight, bias, residual, 48)
+    expected = PYTHON.packed_linear(x, weight, bias, residual, 48)
+    assert torch.equal(TRACEABLE.packed_linear(x, weight, bias, residual, 48), expected)
     assert torch.equal(torch.ops.r1_native.packed_linear(x, weight, bias, residual, 48), expected)
 
 
@@ -72,11 +73,8 @@ def test_paged_attention_equals_the_python_op_and_writes_the_same_cache(
     reference_cache = cache.clone()
     q = torch.randn(num_tokens, NUM_HEADS, HEAD_DIM, dtype=dtype)
     k, v = (torch.randn(num_tokens, NUM_KV_HEADS, HEAD_DIM, dtype=dtype) for _ in "kv")
-    native.set_step(cache, attention)
-    try:
+    with native.step(cache, attention):
         out = torch.ops.r1_native.paged_attention(q, k, v, 1)
-    finally:
-        native.clear_step()
     expected = paged_attention(q, k, v, reference_cache[1], attention)
     assert torch.equal(out, expected)
     assert torch.equal(cache, reference_cache)
@@ -92,18 +90,17 @@ def test_paged_attention_outside_a_step_is_refused() -> None:
 FAILED_BUILD = """
 import logging, sys
 from pathlib import Path
-import torch
-from r1_runtime.models import native
+from r1_runtime.models.kernels import native
 logging.basicConfig(level=logging.WARNING)
-print(native.load(Path(sys.argv[1])), native.use_native(torch.zeros(1)))
+print(native.load(Path(sys.argv[1])))
 """
 
 
-def test_a_failed_build_warns_and_keeps_the_python_ops(tmp_path: Path) -> None:
+def test_a_failed_build_warns_and_returns_no_kernels(tmp_path: Path) -> None:
     env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler")}
     command = [sys.executable, "-c", FAILED_BUILD, str(tmp_path / "native")]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-    assert done.stdout.split() == ["False", "False"]
+    assert done.stdout.split() == ["None"]
     assert "C++ ops not built" in done.stderr
 
 
@@ -117,4 +114,4 @@ def test_argmax_is_torchs_first_maximum_with_ties_and_nan(vocab: int) -> None:
     logits[4] = float("-inf")
     expected = logits.argmax(dim=-1)
     assert torch.equal(torch.ops.r1_native.argmax(logits), expected)
-    assert torch.equal(sampler.argmax(logits), expected)
+    assert torch.equal(PYTHON.argmax(logits), expected)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 from r1_runtime.demo.checkpoint import CONFIGS, CONTEXT_LENGTH, save_checkpoint
 from r1_runtime.demo.tokenizer import (
     ASSISTANT,
@@ -58,7 +60,7 @@ def build_demo_model(directory: Path, arch: str = "qwen2", seed: int = 0) -> Dem
     The tokenizer does not depend on the seed, and the model's vocabulary is the tokenizer's.
     """
     tokenizer = train_tokenizer()
-    bos_token_id, eos_token_id = tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS)
+    bos_token_id, eos_token_id = _token_id(tokenizer, BOS), _token_id(tokenizer, EOS)
     config = CONFIGS[arch](tokenizer.get_vocab_size(), bos_token_id, eos_token_id)
     directory.mkdir(parents=True, exist_ok=True)
     save_tokenizer(tokenizer, directory, CONTEXT_LENGTH)
@@ -71,3 +73,9 @@ def build_demo_model(directory: Path, arch: str = "qwen2", seed: int = 0) -> Dem
         bos_token_id=bos_token_id,
         eos_token_id=eos_token_id,
     )
+
+
+def _token_id(tokenizer: Tokenizer, token: str) -> int:
+    token_id = tokenizer.token_to_id(token)
+    assert token_id is not None, f"the demo tokenizer has {token}"
+    return token_id

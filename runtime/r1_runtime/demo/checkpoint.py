@@ -80,12 +80,12 @@ def save_checkpoint(directory: Path, config: PretrainedConfig, seed: int) -> int
     number of parameters. The global torch RNG is left as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
         _randomize_biases_and_norms(model)
     model.to(torch.bfloat16)
     model.generation_config = _generation_config(config)
     model.save_pretrained(directory, safe_serialization=True)
-    return model.num_parameters()
+    return int(model.num_parameters())
 
 
 def _randomize_biases_and_norms(model: PreTrainedModel) -> None:
@@ -102,7 +102,7 @@ def _randomize_biases_and_norms(model: PreTrainedModel) -> None:
 
 def _generation_config(config: PretrainedConfig) -> GenerationConfig:
     # DeepSeek-R1's own defaults: sampling at temperature 0.6, top-p 0.95.
-    return GenerationConfig(
+    return GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
         do_sample=True,

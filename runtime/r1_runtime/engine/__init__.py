@@ -1,13 +1,8 @@
 """The inference engine's pure-Python core: request state, KV block bookkeeping, scheduler."""
 
+from r1_runtime.engine.batch import ScheduledBatch, ScheduledSeq, SequenceOutput
 from r1_runtime.engine.block_manager import BlockManager
-from r1_runtime.engine.scheduler import (
-    ScheduledBatch,
-    ScheduledSeq,
-    Scheduler,
-    SchedulerConfig,
-    SequenceOutput,
-)
+from r1_runtime.engine.scheduler import Scheduler, SchedulerConfig
 from r1_runtime.engine.sequence import FinishReason, SamplingParams, Sequence, SequenceStatus
 
 __all__ = [

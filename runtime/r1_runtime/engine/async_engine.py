@@ -16,9 +16,10 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass
 
+from r1_runtime.engine.batch import SequenceOutput
 from r1_runtime.engine.llm_engine import InvalidRequestError, LLMEngine, QueueFullError
-from r1_runtime.engine.scheduler import SequenceOutput
 from r1_runtime.engine.sequence import FinishReason, SamplingParams
+from r1_runtime.engine.stats import EngineStats
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,17 @@ class AsyncEngine:
     def engine(self) -> LLMEngine:
         """The engine, for reading its state in tests once it is idle; not for calling."""
         return self._engine
+
+    @property
+    def stats(self) -> EngineStats:
+        """The engine's latest published stats. NOTE: read from any thread: the engine thread
+        replaces the frozen snapshot in one attribute store, atomic under the GIL."""
+        return self._engine.stats
+
+    def check_prompt(self, prompt_token_ids: list[int]) -> None:
+        """`LLMEngine.check_prompt`, from any thread (it reads only what never changes): to
+        refuse a prompt before submitting it."""
+        self._engine.check_prompt(prompt_token_ids)
 
     def submit(
         self, prompt_token_ids: list[int], params: SamplingParams | None = None

@@ -2,66 +2,53 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from r1_runtime.models.config import DecoderConfig
+from r1_runtime.models.base import PagedCausalLM
+
+# On a host there is no --gpu-memory-utilization: the cache takes this share of the memory
+# available once the weights are loaded (capped by what the sequences can use).
+HOST_KV_CACHE_SHARE = 0.2
 
 
-def bytes_per_block(config: DecoderConfig, block_size: int, dtype: torch.dtype) -> int:
-    """Keys and values of `block_size` tokens in every layer."""
-    elements = 2 * config.num_layers * block_size * config.num_kv_heads * config.head_dim
-    return elements * dtype.itemsize
+def bytes_per_block(model: PagedCausalLM, block_size: int, dtype: torch.dtype) -> int:
+    """The cache bytes of `block_size` tokens, every layer."""
+    return math.prod(model.kv_cache_shape(1, block_size)) * dtype.itemsize
 
 
-def available_memory(device: torch.device) -> int:
-    """Bytes free for new allocations: the GPU's free memory, or the host's MemAvailable."""
+def kv_cache_budget(device: torch.device, gpu_memory_utilization: float) -> int:
+    """Bytes the cache may take, measured once the weights are loaded. On a GPU: what is left
+    of `gpu_memory_utilization` of its memory for weights and cache together (the meaning of
+    the flag in docs/runtime-flags.md, as vLLM's); on a host: `HOST_KV_CACHE_SHARE` of its
+    available memory."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        free, total = torch.cuda.mem_get_info(device)
+        return int(total * gpu_memory_utilization) - (total - free)
+    return int(host_available_memory() * HOST_KV_CACHE_SHARE)
+
+
+def host_available_memory() -> int:
+    """The host's MemAvailable, in bytes."""
     with open("/proc/meminfo") as f:
         for line in f:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("MemAvailable not found in /proc/meminfo: pass kv_cache_memory")
-
-
-def num_kv_blocks(
-    config: DecoderConfig,
-    *,
-    block_size: int,
-    dtype: torch.dtype,
-    device: torch.device,
-    kv_cache_memory: int | None,
-    kv_cache_fraction: float,
-    max_useful_blocks: int,
-) -> int:
-    """Blocks that fit in `kv_cache_memory` bytes, or else in `kv_cache_fraction` of the free
-    memory, capped at `max_useful_blocks` when the budget comes from the fraction."""
-    per_block = bytes_per_block(config, block_size, dtype)
-    if kv_cache_memory is not None:
-        num_blocks = kv_cache_memory // per_block
-    else:
-        budget = int(available_memory(device) * kv_cache_fraction)
-        num_blocks = min(budget // per_block, max_useful_blocks)
-    if num_blocks < 1:
-        raise ValueError(
-            f"the KV cache budget holds no block of {block_size} tokens ({per_block} bytes)"
-        )
-    return num_blocks
+    raise RuntimeError("MemAvailable not found in /proc/meminfo: pass --num-kv-blocks")
 
 
 def allocate_kv_cache(
-    config: DecoderConfig,
+    model: PagedCausalLM,
     num_blocks: int,
     block_size: int,
     *,
     dtype: torch.dtype,
     device: torch.device,
 ) -> torch.Tensor:
-    """`[num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim]`, zeroed.
+    """`model.kv_cache_shape(num_blocks, block_size)`, zeroed.
 
     NOTE: zeroed, not empty: padded decode attention reads slots past a sequence's end (masked
     out with weight 0), and 0 * NaN from uninitialised memory would poison the output.
     """
-    shape = (config.num_layers, 2, num_blocks, block_size, config.num_kv_heads, config.head_dim)
-    return torch.zeros(shape, dtype=dtype, device=device)
+    return torch.zeros(model.kv_cache_shape(num_blocks, block_size), dtype=dtype, device=device)

@@ -7,19 +7,12 @@ import time
 from collections import deque
 from collections.abc import Sequence as Sequence_
 from dataclasses import replace
-from pathlib import Path
 
-import torch
-
-from r1_runtime.engine.model_runner import ModelRunner, load_runner
-from r1_runtime.engine.scheduler import (
-    ScheduledBatch,
-    Scheduler,
-    SchedulerConfig,
-    SequenceOutput,
-)
+from r1_runtime.engine.batch import SequenceOutput
+from r1_runtime.engine.model_runner import ModelRunner
+from r1_runtime.engine.scheduler import Scheduler, SchedulerConfig
 from r1_runtime.engine.sequence import SamplingParams, Sequence
-from r1_runtime.models.config import eos_token_ids, read_config
+from r1_runtime.engine.stats import EngineStats
 
 
 class QueueFullError(RuntimeError):
@@ -27,7 +20,7 @@ class QueueFullError(RuntimeError):
 
 
 class InvalidRequestError(ValueError):
-    """The request cannot run as given (an empty prompt, a token id outside the vocabulary);
+    """The request's prompt cannot run as given (empty, a token id outside the vocabulary);
     the server answers 400."""
 
 
@@ -37,68 +30,17 @@ class PromptTooLongError(InvalidRequestError):
 
 class LLMEngine:
     """Continuous batching over one model. Not thread-safe: one thread calls every method
-    (`AsyncEngine` runs it in its own thread)."""
+    (`AsyncEngine` runs it in its own thread). Built by `r1_runtime.build.build_engine`."""
 
     def __init__(
-        self,
-        runner: ModelRunner,
-        config: SchedulerConfig,
-        max_model_len: int,
-        vocab_size: int | None = None,
+        self, runner: ModelRunner, config: SchedulerConfig, max_model_len: int, vocab_size: int
     ) -> None:
         self.runner = runner
         self.scheduler = Scheduler(config)
-        self.max_model_len = max_model_len
-        self.vocab_size = vocab_size  # None: prompt token ids are not range-checked
+        self.max_model_len = max_model_len  # prompt plus output, within the KV cache's room
+        self.vocab_size = vocab_size
         self._request_ids = itertools.count()
-        # Requests not yet scheduled: when they were queued. Then, until their first output,
-        # how long they waited.
-        self._queued_at: dict[str, float] = {}
-        self._queue_seconds: dict[str, float] = {}
-
-    @classmethod
-    def from_model_dir(
-        cls,
-        model_dir: str | Path,
-        *,
-        dtype: torch.dtype = torch.bfloat16,
-        device: str | torch.device = "cpu",
-        max_batch_tokens: int = 2048,
-        max_num_seqs: int = 64,
-        max_model_len: int | None = None,
-        max_waiting: int = 1024,
-        block_size: int = 16,
-        prefill_chunk_size: int | None = None,
-        kv_cache_memory: int | None = None,
-        kv_cache_fraction: float = 0.2,
-        num_kv_blocks: int | None = None,
-    ) -> LLMEngine:
-        """Load a Hugging Face checkpoint directory. The KV cache holds `num_kv_blocks` blocks,
-        else as many as `kv_cache_memory` bytes take, else `kv_cache_fraction` of the free
-        memory (capped at what `max_num_seqs` full-length sequences use twice over).
-        `max_model_len` defaults to the config's `max_position_embeddings`."""
-        loaded = load_runner(
-            model_dir,
-            dtype=dtype,
-            device=torch.device(device),
-            block_size=block_size,
-            max_num_seqs=max_num_seqs,
-            max_model_len=max_model_len,
-            kv_cache_memory=kv_cache_memory,
-            kv_cache_fraction=kv_cache_fraction,
-            num_kv_blocks=num_kv_blocks,
-        )
-        config = SchedulerConfig(
-            num_blocks=loaded.num_blocks,
-            block_size=block_size,
-            max_batch_tokens=max_batch_tokens,
-            max_num_seqs=max_num_seqs,
-            max_waiting=max_waiting,
-            prefill_chunk_size=prefill_chunk_size,
-            eos_token_ids=eos_token_ids(model_dir),
-        )
-        vocab_size = int(read_config(model_dir)["vocab_size"])
-        return cls(loaded.runner, config, loaded.max_model_len, vocab_size)
+        self.stats = EngineStats()  # replaced, never changed: readable from any thread
 
     @property
     def has_unfinished(self) -> bool:
@@ -115,58 +57,61 @@ class LLMEngine:
         `PromptTooLongError` when the prompt alone fills `max_model_len` and
         `InvalidRequestError` for an empty prompt or a token id outside the vocabulary."""
         params = params or SamplingParams()
-        self._check_prompt(prompt_token_ids)
+        self.check_prompt(prompt_token_ids)
         room = self.max_model_len - len(prompt_token_ids)
-        if room < 1:
-            raise PromptTooLongError(
-                f"{len(prompt_token_ids)} prompt tokens leave no room within "
-                f"max_model_len={self.max_model_len}"
-            )
         if params.max_tokens > room:
             params = replace(params, max_tokens=room)
         seq_id = request_id if request_id is not None else f"req-{next(self._request_ids)}"
-        if not self.scheduler.try_add(Sequence(seq_id, prompt_token_ids, params)):
+        seq = Sequence(seq_id, prompt_token_ids, params, arrival_time=time.monotonic())
+        if not self.scheduler.try_add(seq):
             raise QueueFullError(f"{self.scheduler.num_waiting} requests are already waiting")
-        self._queued_at[seq_id] = time.monotonic()
+        self._publish_stats()
         return seq_id
 
-    def _check_prompt(self, prompt_token_ids: list[int]) -> None:
+    def check_prompt(self, prompt_token_ids: list[int]) -> None:
+        """Raise `InvalidRequestError` (or `PromptTooLongError`) unless the prompt can run."""
         if not prompt_token_ids:
             raise InvalidRequestError("the prompt is empty: give at least one token")
         lowest, highest = min(prompt_token_ids), max(prompt_token_ids)
-        if lowest < 0 or (self.vocab_size is not None and highest >= self.vocab_size):
+        if lowest < 0 or highest >= self.vocab_size:
             raise InvalidRequestError(
                 f"prompt token ids must be in [0, {self.vocab_size}), got {lowest}..{highest}"
             )
+        if len(prompt_token_ids) >= self.max_model_len:
+            raise PromptTooLongError(
+                f"the prompt is {len(prompt_token_ids)} tokens, and this model's context is "
+                f"{self.max_model_len} tokens including the output"
+            )
 
     def step(self) -> list[SequenceOutput]:
-        """Run one scheduled step; what it changed per sequence (none when idle). A request's
-        first output carries `queue_seconds`: from `add_request` to its first scheduled step."""
+        """Run one scheduled step; what it changed per sequence (none when idle)."""
         batch = self.scheduler.schedule()
         if batch is None:
             return []
-        self._note_started(batch)
+        started = time.perf_counter()
         outputs = self.scheduler.postprocess(batch, self.runner.run(batch))
-        return [self._with_queue_time(output) for output in outputs]
+        self._publish_stats(batch.num_tokens, time.perf_counter() - started)
+        return outputs
 
     def abort(self, request_id: str) -> bool:
         """Finish a request now and free its KV blocks; False if unknown or finished."""
-        self._queued_at.pop(request_id, None)
-        self._queue_seconds.pop(request_id, None)
-        return self.scheduler.abort(request_id)
+        aborted = self.scheduler.abort(request_id)
+        self._publish_stats()
+        return aborted
 
-    def _note_started(self, batch: ScheduledBatch) -> None:
-        if not self._queued_at:  # the common decode step: nobody is waiting to start
-            return
-        now = time.monotonic()
-        for seq in [entry.seq for entry in batch.seqs] + list(batch.finished):
-            queued_at = self._queued_at.pop(seq.seq_id, None)
-            if queued_at is not None:
-                self._queue_seconds[seq.seq_id] = now - queued_at
-
-    def _with_queue_time(self, output: SequenceOutput) -> SequenceOutput:
-        queue_seconds = self._queue_seconds.pop(output.seq_id, None)
-        return output if queue_seconds is None else replace(output, queue_seconds=queue_seconds)
+    def _publish_stats(self, num_step_tokens: int | None = None, seconds: float = 0.0) -> None:
+        scheduler, blocks = self.scheduler, self.scheduler.block_manager
+        last = self.stats
+        self.stats = EngineStats(
+            num_running=scheduler.num_running,
+            num_waiting=scheduler.num_waiting,
+            kv_cache_usage=blocks.usage,
+            num_preemptions=scheduler.num_preemptions,
+            num_prefix_cache_queries=blocks.num_prefix_cache_queries,
+            num_prefix_cache_hits=blocks.num_prefix_cache_hits,
+            num_step_tokens=last.num_step_tokens if num_step_tokens is None else num_step_tokens,
+            step_seconds=last.step_seconds if num_step_tokens is None else seconds,
+        )
 
     def generate(
         self,

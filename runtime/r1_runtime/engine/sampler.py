@@ -4,15 +4,13 @@ over the vocabulary."""
 
 from __future__ import annotations
 
-import math
 import weakref
+from collections.abc import Callable
 
 import torch
 
 from r1_runtime.engine.sequence import SamplingParams, Sequence
-from r1_runtime.models import native
-
-ARGMAX_CHUNK = 256  # vocabulary sizes are multiples of it in practice; any size is still exact
+from r1_runtime.models.kernels.ops import argmax as python_argmax
 
 
 class Sampler:
@@ -23,7 +21,8 @@ class Sampler:
     as long as the `Sequence` does (a weak mapping: nothing to release).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, argmax: Callable[[torch.Tensor], torch.Tensor] = python_argmax) -> None:
+        self.argmax = argmax  # the greedy pick: the kernel the backend chose
         self._generators: weakref.WeakKeyDictionary[Sequence, torch.Generator] = (
             weakref.WeakKeyDictionary()
         )
@@ -32,7 +31,7 @@ class Sampler:
         """`logits` `[len(seqs), vocab]` (any float dtype; sampling is in fp32) -> token ids."""
         logits = logits.float()
         params = [seq.params for seq in seqs]
-        greedy = argmax(logits)
+        greedy = self.argmax(logits)
         if all(p.temperature == 0 for p in params):
             return greedy
         is_greedy = torch.tensor([p.temperature == 0 for p in params], device=logits.device)
@@ -60,25 +59,6 @@ class Sampler:
             generator.manual_seed(seq.params.seed or 0)
             self._generators[seq] = generator
         return generator
-
-
-def argmax(logits: torch.Tensor) -> torch.Tensor:
-    """`logits.argmax(dim=-1)` of `[rows, vocab]`, the first index among equal maxima.
-
-    NOTE: torch's argmax along a row is not vectorised on CPU (~3 GB/s: 0.6 ms for 64 rows of a
-    32k vocabulary here) while its amax is. With the C++ ops loaded, one vectorized op does it;
-    otherwise: the max of each chunk of the row, the first chunk holding the row's max, then
-    argmax within that chunk alone.
-    """
-    if native.use_native(logits):
-        ids: torch.Tensor = torch.ops.r1_native.argmax(logits)
-        return ids
-    rows, vocab = logits.shape
-    chunk = math.gcd(vocab, ARGMAX_CHUNK)
-    chunks = logits.view(rows, vocab // chunk, chunk)
-    best = chunks.amax(dim=-1).argmax(dim=-1)
-    within = chunks[torch.arange(rows, device=logits.device), best].argmax(dim=-1)
-    return best * chunk + within
 
 
 def _top_k_top_p(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Request state: sampling parameters and one sequence's tokens, status and KV bookkeeping."""
+"""Request state: sampling parameters and one sequence's tokens, status, timing and KV
+bookkeeping, with the request-level policy (the thinking budget) that goes with them."""
 
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ class Sequence:
     seq_id: str
     token_ids: list[int]
     params: SamplingParams = field(default_factory=SamplingParams)
+    arrival_time: float = 0.0  # when the request was queued (the engine's monotonic clock)
     status: SequenceStatus = field(default=SequenceStatus.WAITING, init=False)
     finish_reason: FinishReason | None = field(default=None, init=False)
     num_prompt_tokens: int = field(init=False)
@@ -92,6 +94,10 @@ class Sequence:
     block_hashes: list[bytes] = field(default_factory=list, init=False)
     # Set by the scheduler on admission: smaller means older.
     arrival_index: int = field(default=0, init=False)
+    # Set by the scheduler when it first schedules the sequence (or ends it unscheduled).
+    first_scheduled_time: float | None = field(default=None, init=False)
+    # Whether `params.think_end_token_id` is among the outputs: the thinking budget is spent.
+    has_ended_thinking: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if not self.token_ids:
@@ -120,8 +126,11 @@ class Sequence:
         return self.token_ids[self.num_prompt_tokens :]
 
     @property
-    def last_token_id(self) -> int:
-        return self.token_ids[-1]
+    def queue_seconds(self) -> float | None:
+        """From arrival to the first scheduled step; None until then."""
+        if self.first_scheduled_time is None:
+            return None
+        return self.first_scheduled_time - self.arrival_time
 
     @property
     def is_finished(self) -> bool:
@@ -135,7 +144,7 @@ class Sequence:
         if (
             params.max_reasoning_tokens is None
             or self.num_output_tokens != params.max_reasoning_tokens
-            or params.think_end_token_id in self.output_token_ids
+            or self.has_ended_thinking
         ):
             return None
         return params.think_end_token_id
@@ -146,8 +155,22 @@ class Sequence:
         rather than decoding the one newest token."""
         return self.num_output_tokens == 0 or self.num_uncomputed_tokens > 1
 
-    def append_token(self, token_id: int) -> None:
-        self.token_ids.append(token_id)
+    def append_sampled(self, token_id: int) -> int:
+        """Append the sampled token, or the one the thinking budget forces in its place; the
+        token appended. The next step feeds the model the appended token, so the sampler never
+        needs to know (a preempted sequence keeps its outputs, and its budget with them)."""
+        forced = self.forced_token_id
+        appended = token_id if forced is None else forced
+        self.token_ids.append(appended)
+        if appended == self.params.think_end_token_id:
+            self.has_ended_thinking = True
+        return appended
+
+    def mark_scheduled(self, now: float) -> None:
+        """Record the first time the scheduler took this sequence up (later ones change
+        nothing)."""
+        if self.first_scheduled_time is None:
+            self.first_scheduled_time = now
 
     def finish(self, reason: FinishReason) -> None:
         self.status = SequenceStatus.FINISHED

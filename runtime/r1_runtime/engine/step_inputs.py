@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from r1_runtime.engine.scheduler import ScheduledBatch, ScheduledSeq
-from r1_runtime.models.attention import AttentionMetadata, FlashMetadata, PagedBatch
+from r1_runtime.engine.batch import ScheduledBatch, ScheduledSeq
+from r1_runtime.models.kernels.attention import AttentionMetadata, FlashMetadata, PagedBatch
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """From a runtime config to a prepared engine: the key of the engine it asks for, then the
-cache entry found, or built under the lock, and handed to the backend.
+cache entry found, or built under the lock, and handed to the engine's `prepare`.
 
-`serve` and `build` both go through here, so they agree on the key.
+`serve` and `build` both go through here (from `r1_runtime.build`), so they agree on the key.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal
 
 import torch
 
@@ -24,18 +24,9 @@ from r1_runtime.engine_cache.store import EngineStore, Resolved
 
 logger = logging.getLogger(__name__)
 
-PhaseCallback = Callable[[str], None]  # "loading" | "building"
-
-
-class CacheableBackend(Protocol):
-    """What the cache needs of a backend (`r1_runtime.engine.backends.Backend`)."""
-
-    name: str
-    needs_cache: bool
-
-    def versions(self) -> dict[str, str]: ...
-
-    def prepare(self, engine: Any, entry: Path) -> None: ...
+StartupPhase = Literal["loading", "building"]  # loading the weights, or building the engine
+PhaseCallback = Callable[[StartupPhase], None]
+Prepare = Callable[[Path], None]  # makes the loaded engine run from (or build into) an entry
 
 
 @dataclass(frozen=True)
@@ -58,16 +49,21 @@ def default_engine_cache() -> Path:
 
 
 def engine_key(
-    config: RuntimeConfig, backend: CacheableBackend, device: torch.device, dtype: torch.dtype
+    config: RuntimeConfig,
+    backend: str,
+    versions: dict[str, str],
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> EngineKey:
-    """The cache key of the engine `config` asks for on `device`. Hashes the checkpoint's
-    small files; large ones come from the fetch marker or the warm tier's digest memo."""
+    """The cache key of the engine `config` asks for on `device`, built by `backend` with
+    these library `versions`. Hashes the checkpoint's small files; large ones come from the
+    fetch marker or the warm tier's digest memo."""
     store = EngineStore(config.engine_cache or default_engine_cache())
     started = time.monotonic()
     files = model_file_digests(config.model, DigestMemo(store.digest_memo_path))
     inputs = key_inputs(
         model_files=files,
-        backend=backend.name,
+        backend=backend,
         precision=config.precision,
         dtype=str(dtype).removeprefix("torch."),
         tensor_parallel_size=config.tensor_parallel_size,
@@ -76,7 +72,7 @@ def engine_key(
         max_num_seqs=config.max_num_seqs,
         max_model_len=config.max_model_len,
         device=device_descriptor(device),
-        versions=backend.versions(),
+        versions=versions,
         runtime_version=runtime_version(),
     )
     key = cache_key(inputs)
@@ -84,38 +80,36 @@ def engine_key(
     return EngineKey(store, key, inputs)
 
 
-def missing_entry_message(engine: EngineKey) -> str:
+def missing_entry_message(engine_key: EngineKey) -> str:
     """Why `serve --no-build-on-start` stops, and how to fill the cache."""
     return (
-        f"no cached {engine.inputs['backend']} engine for key {engine.key} at {engine.entry}, "
+        f"no cached {engine_key.inputs['backend']} engine for key {engine_key.key} at "
+        f"{engine_key.entry}, "
         "and --no-build-on-start forbids building one: fill the cache with `r1-runtime build` "
         "and the same engine flags (or set spec.engine.buildOnStart: true)"
     )
 
 
-def prepare_engine(
-    llm_engine: Any,
-    backend: CacheableBackend,
-    engine: EngineKey,
+def prepare_from_cache(
+    prepare: Prepare,
+    engine_key: EngineKey,
     *,
     may_build: bool = True,
     on_phase: PhaseCallback | None = None,
 ) -> Resolved:
-    """Make `llm_engine` run `backend` from the cache entry for `engine.key`: loaded when it
+    """`prepare` the loaded engine from the cache entry for `engine_key`: loaded when it
     exists (or another builder published it while this one waited for the lock), else built
     into a temporary directory under the lock (phase "building") and published. A build
     leaves the engine prepared: `prepare` reads and writes the directory only while it runs.
     `ConfigError` when the entry is missing and `may_build` is False."""
-    store = engine.store
+    store, key = engine_key.store, engine_key.key
     store.clean_stale_temp()
-    if store.lookup(engine.key) is None:
+    if store.lookup(key) is None:
         if not may_build:
-            raise ConfigError(missing_entry_message(engine))
+            raise ConfigError(missing_entry_message(engine_key))
         if on_phase is not None:
             on_phase("building")
-    resolved = store.get_or_build(
-        engine.key, engine.inputs, lambda directory: backend.prepare(llm_engine, directory)
-    )
+    resolved = store.get_or_build(key, engine_key.inputs, prepare)
     if on_phase is not None:
         on_phase("loading")
     if resolved.is_built:
@@ -127,7 +121,7 @@ def prepare_engine(
         )
         return resolved
     started = time.monotonic()
-    backend.prepare(llm_engine, resolved.entry)
+    prepare(resolved.entry)
     logger.info(
         "engine cache hit: loaded %s in %.1f s (waited %.1f s for another builder)",
         resolved.entry,

@@ -1,4 +1,4 @@
-"""Building blocks of the decoder: linear and embedding layers, RMSNorm, rotary embeddings.
+"""Building blocks of our models: linear and embedding layers, RMSNorm, rotary embeddings.
 
 Parameters are never initialised: the loader builds the model on the meta device, allocates
 it empty on the target device and overwrites every parameter from the checkpoint.
@@ -7,17 +7,33 @@ it empty on the target device and overwrites every parameter from the checkpoint
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from r1_runtime.models import native
-from r1_runtime.models.config import RopeScaling
+from r1_runtime.models.kernels import PYTHON, Kernels
+from r1_runtime.models.kernels.ops import pack_linear_weight
 
 
-class Linear(nn.Module):
+@dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3.1 frequency scaling (`rope_type: llama3`)."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position_embeddings: int
+
+
+class KernelModule(nn.Module):
+    """A module that calls kernels: `PagedCausalLM.use_kernels` hands it the chosen set."""
+
+    kernels: Kernels = PYTHON
+
+
+class Linear(KernelModule):
     """`y = x W^T + b`, plus `residual` when given; the weight is `[out_features, in_features]`
     as in the checkpoint, until `pack` replaces it."""
 
@@ -30,79 +46,18 @@ class Linear(nn.Module):
         self.packed_weight: torch.Tensor | None = None
 
     def pack(self, batch_size: int) -> None:
-        """Replace the weight by a copy in oneDNN's blocked layout, chosen for inputs of about
-        `batch_size` rows (CPU only, a dtype `can_pack` accepts)."""
+        """Replace the weight by a copy in oneDNN's blocked layout (`pack_linear_weight`)."""
         assert self.weight is not None
-        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(self.weight, batch_size)
+        self.packed_weight = pack_linear_weight(self.weight, batch_size)
         self.weight = None  # NOTE: freed, unless another module shares it (tied embeddings)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if self.packed_weight is not None:
-            return _packed_linear(x, self.packed_weight, self.bias, residual)
+            weight = self.packed_weight
+            return self.kernels.packed_linear(x, weight, self.bias, residual, weight.shape[0])
         assert self.weight is not None
         out = F.linear(x, self.weight, self.bias)
         return out if residual is None else out.add_(residual)
-
-
-def can_pack(dtype: torch.dtype) -> bool:
-    """Whether oneDNN runs linear layers of this dtype on this CPU."""
-    if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
-        return False
-    return dtype == torch.float32 or (
-        dtype == torch.bfloat16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    )
-
-
-def _packed_linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None
-) -> torch.Tensor:
-    if torch.compiler.is_compiling():
-        op = torch.ops.r1_native if native.use_native(x) else torch.ops.r1
-        out: torch.Tensor = op.packed_linear(x, weight, bias, residual, weight.shape[0])
-        return out
-    return _packed_linear_cpu(x, weight, bias, residual, weight.shape[0])  # NOTE: no dispatch
-
-
-# NOTE: torch's own fp32 linear goes through MKL, which runs its slow generic code on AMD CPUs
-# (~200 GFLOP/s on 2 cores here, against ~500 for oneDNN with a prepacked weight); bf16 gains
-# ~2x for single rows. These are the ops inductor's weight prepacking emits:
-# https://github.com/pytorch/pytorch/blob/v2.6.0/torch/_inductor/fx_passes/mkldnn_fusion.py
-# They are wrapped in an op of our own, with a shape function, so that torch.compile traces
-# them as one opaque call (inductor's lowering of the raw mkldnn ops wants its own packing).
-_LIBRARY: Any = torch.library.Library("r1", "FRAGMENT")  # type: ignore[no-untyped-call]
-_LIBRARY.define(
-    "packed_linear(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, SymInt out_features)"
-    " -> Tensor"
-)
-
-
-def _packed_linear_cpu(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    residual: torch.Tensor | None,
-    out_features: int,
-) -> torch.Tensor:
-    if residual is None:
-        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    else:
-        out = torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
-    return out
-
-
-def _packed_linear_shape(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    residual: torch.Tensor | None,
-    out_features: int,
-) -> torch.Tensor:
-    return x.new_empty(*x.shape[:-1], out_features)
-
-
-_LIBRARY.impl("packed_linear", _packed_linear_cpu, "CPU")
-_LIBRARY.impl("packed_linear", _packed_linear_cpu, "MkldnnCPU")  # bf16 packed weights
-torch.library.register_fake("r1::packed_linear", _packed_linear_shape, lib=_LIBRARY)
 
 
 class Embedding(nn.Module):

@@ -1,4 +1,4 @@
-"""Load a Hugging Face safetensors checkpoint into our own decoder, fusing projections."""
+"""Load a Hugging Face safetensors checkpoint into one of our models, fusing projections."""
 
 from __future__ import annotations
 
@@ -9,25 +9,23 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from r1_runtime.models.config import DecoderConfig, read_config
-from r1_runtime.models.decoder import DecoderForCausalLM
+from r1_runtime.model_info import ModelInfo
+from r1_runtime.models.base import PagedCausalLM, Shard
+from r1_runtime.models.registry import OwnModel
 
-Shard = str | int | None  # which part of a fused parameter a checkpoint tensor fills
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved
 
 
-def load_decoder(
-    model_dir: str | Path, *, dtype: torch.dtype, device: torch.device, max_positions: int
-) -> DecoderForCausalLM:
-    """Build the decoder for `model_dir` (config.json and *.safetensors, sharded or not) with
-    rotary tables for `max_positions` positions. Raises if any parameter is left unfilled."""
-    config = DecoderConfig.from_dict(read_config(model_dir))
+def load_model(
+    own: OwnModel, info: ModelInfo, *, dtype: torch.dtype, device: torch.device, max_positions: int
+) -> PagedCausalLM:
+    """`own.model_class` filled from `info.directory` (*.safetensors, sharded or not), with
+    position tables for `max_positions` positions. Raises if any parameter is left unfilled."""
     with torch.device("meta"):
-        model = DecoderForCausalLM(config, max_positions)
+        model = own.model_class(own.config, max_positions)
     model = model.to(dtype=dtype).to_empty(device=device)
-    model.tie_weights()
-    model.model.rotary_emb.reset_tables()
-    load_weights(model, Path(model_dir))
+    model.reset_buffers()
+    load_weights(model, info.directory)
     return model.eval()
 
 
@@ -45,9 +43,9 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
 
 
 @torch.no_grad()
-def load_weights(model: DecoderForCausalLM, model_dir: Path) -> None:
+def load_weights(model: PagedCausalLM, model_dir: Path) -> None:
     params = dict(model.named_parameters())  # NOTE: a tied lm_head.weight is not listed
-    filled: set[tuple[str, Shard]] = set()
+    filled: set[tuple[str, Shard | None]] = set()
     for name, tensor in _checkpoint_tensors(model_dir):
         param_name, shard = _target(name, model.packed_modules)
         if param_name not in params:
@@ -75,7 +73,7 @@ def _checkpoint_tensors(model_dir: Path) -> Iterator[tuple[str, torch.Tensor]]:
                     yield name, f.get_tensor(name)
 
 
-def _target(name: str, packed: dict[str, tuple[str, str | int]]) -> tuple[str, Shard]:
+def _target(name: str, packed: dict[str, tuple[str, Shard]]) -> tuple[str, Shard | None]:
     """Our parameter name and shard for a checkpoint name (`...q_proj.weight` fills the `q`
     rows of `...qkv_proj.weight`)."""
     parts = name.split(".")
@@ -87,12 +85,12 @@ def _target(name: str, packed: dict[str, tuple[str, str | int]]) -> tuple[str, S
 
 
 def _expected(
-    params: dict[str, torch.nn.Parameter], packed: dict[str, tuple[str, str | int]]
-) -> set[tuple[str, Shard]]:
-    shards_of: dict[str, list[Shard]] = {}
+    params: dict[str, torch.nn.Parameter], packed: dict[str, tuple[str, Shard]]
+) -> set[tuple[str, Shard | None]]:
+    shards_of: dict[str, list[Shard | None]] = {}
     for fused, shard in packed.values():
         shards_of.setdefault(fused, []).append(shard)
-    expected: set[tuple[str, Shard]] = set()
+    expected: set[tuple[str, Shard | None]] = set()
     for name in params:
         packed_name = next((part for part in name.split(".") if part in shards_of), None)
         shards = shards_of[packed_name] if packed_name is not None else [None]

@@ -17,26 +17,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from r1_runtime.config import ConfigError, RuntimeConfig
 from r1_runtime.security.audit import AuditLog, audit_path
 from r1_runtime.server.errors import APIError, install_error_handler
-from r1_runtime.server.model import LoadedModel, load_model
+from r1_runtime.server.model import LoadedModel, Loader
 from r1_runtime.server.review import RequestReview
 from r1_runtime.server.routes import openai, operations
 from r1_runtime.server.state import ServerState
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[[], LoadedModel]
 
-
-def create_app(config: RuntimeConfig, loader: Loader | None = None) -> FastAPI:
-    """The app for `config`; `loader` (default: `load_model(config)`) runs at start-up in a
-    worker thread. `app.state.server` is the `ServerState` the routes share."""
+def create_app(config: RuntimeConfig, loader: Loader) -> FastAPI:
+    """The app for `config`; `loader` runs at start-up in a worker thread. `app.state.server`
+    is the `ServerState` the routes share."""
     state = ServerState(config)
     app = FastAPI(
         title="r1-runtime",
         summary="OpenAI-compatible API for DeepSeek-R1 and its distills",
-        lifespan=partial(
-            _lifespan, state, loader or partial(load_model, config, state.set_startup_phase)
-        ),
+        lifespan=partial(_lifespan, state, partial(loader, state.set_startup_phase)),
     )
     app.state.server = state
     install_error_handler(app)
@@ -63,7 +59,9 @@ def _audit_log(config: RuntimeConfig) -> AuditLog | None:
 
 
 @asynccontextmanager
-async def _lifespan(state: ServerState, loader: Loader, app: FastAPI) -> AsyncIterator[None]:
+async def _lifespan(
+    state: ServerState, loader: Callable[[], LoadedModel], app: FastAPI
+) -> AsyncIterator[None]:
     loading = asyncio.create_task(_load(state, loader))
     try:
         yield
@@ -76,7 +74,7 @@ async def _lifespan(state: ServerState, loader: Loader, app: FastAPI) -> AsyncIt
             await asyncio.to_thread(audit.close)  # writes what is queued
 
 
-async def _load(state: ServerState, loader: Loader) -> None:
+async def _load(state: ServerState, loader: Callable[[], LoadedModel]) -> None:
     try:
         state.model = await asyncio.to_thread(loader)
     except Exception as error:

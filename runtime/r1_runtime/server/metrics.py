@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from r1_runtime.engine.stats import EngineStats
 
 LABELS = ("model_name", "engine")
 # vLLM's buckets, so histogram quantiles compare across the two servers.
@@ -28,18 +29,6 @@ REQUEST_BUCKETS = (
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
     240.0, 480.0, 960.0, 1920.0, 7680.0,
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    """The scheduler's state at one moment."""
-
-    num_running: int
-    num_waiting: int
-    kv_cache_usage: float
-    num_preemptions: int
-    num_prefix_cache_queries: int
-    num_prefix_cache_hits: int
 
 
 class ServerMetrics:
@@ -148,7 +137,7 @@ class _EngineCollector(Collector):
         self._engine_stats = engine_stats
 
     def collect(self) -> Iterator[Metric]:
-        stats = self._engine_stats() or EngineStats(0, 0, 0.0, 0, 0, 0)
+        stats = self._engine_stats() or EngineStats()
         names, values = list(self._labels), list(self._labels.values())
         gauges = {
             "vllm:num_requests_running": ("Requests in the running batch.", stats.num_running),

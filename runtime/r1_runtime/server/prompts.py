@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from r1_runtime.engine.llm_engine import InvalidRequestError, PromptTooLongError
 from r1_runtime.engine.sequence import SamplingParams
 from r1_runtime.server.errors import APIError
 from r1_runtime.server.model import LoadedModel
@@ -35,45 +36,40 @@ def chat_prompt(
         ) from error
     if screen is not None:
         screen(text)
-    token_ids = model.tokenizer.encode(text, add_special_tokens=False)
-    return _within_context(model, token_ids, "messages")
+    token_ids: list[int] = model.tokenizer.encode(text, add_special_tokens=False)
+    _check(model, token_ids, "messages")
+    return token_ids
 
 
 def completion_prompt(
     model: LoadedModel, prompt: str | list[int], screen: Screen | None = None
 ) -> list[int]:
     """A text prompt tokenized as the tokenizer does by default (BOS included), or token ids
-    checked against the vocabulary; `screen` sees the text (token ids decoded)."""
+    (checked before they are decoded for `screen`); `screen` sees the text."""
     if isinstance(prompt, str):
         if screen is not None:
             screen(prompt)
-        token_ids = model.tokenizer.encode(prompt)
-    else:
-        token_ids = prompt
-        if max(token_ids) >= model.vocab_size:
-            raise APIError(
-                400, f"prompt: token ids must be below {model.vocab_size}", param="prompt"
-            )
-        if screen is not None:
-            screen(model.tokenizer.decode(token_ids))
-    return _within_context(model, token_ids, "prompt")
+        token_ids: list[int] = model.tokenizer.encode(prompt)
+        _check(model, token_ids, "prompt")
+        return token_ids
+    _check(model, prompt, "prompt")
+    if screen is not None:
+        screen(model.tokenizer.decode(prompt))
+    return prompt
 
 
 def sampling_params(
-    model: LoadedModel,
-    body: SamplingRequest,
-    num_prompt_tokens: int,
-    max_tokens: int | None,
+    model: LoadedModel, body: SamplingRequest, max_tokens: int | None
 ) -> SamplingParams:
-    """The engine's parameters for a request; `max_tokens` None means all the room left."""
-    room = model.max_model_len - num_prompt_tokens
+    """The engine's parameters for a request; `max_tokens` None means all the room left (the
+    engine caps any `max_tokens` to the room the prompt leaves)."""
     temperature = 1.0 if body.temperature is None else body.temperature
     return SamplingParams(
         temperature=0.0 if temperature < GREEDY_BELOW else temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
         top_k=body.top_k if body.top_k and body.top_k > 0 else None,
         seed=body.seed,
-        max_tokens=min(max_tokens or room, room),
+        max_tokens=max_tokens or model.max_model_len,
         ignore_eos=body.ignore_eos,
         max_reasoning_tokens=body.max_reasoning_tokens,
         think_end_token_id=_think_end_token_id(model, body.max_reasoning_tokens),
@@ -93,13 +89,10 @@ def _think_end_token_id(model: LoadedModel, max_reasoning_tokens: int | None) ->
     return model.think_end_token_id
 
 
-def _within_context(model: LoadedModel, token_ids: list[int], param: str) -> list[int]:
-    if len(token_ids) >= model.max_model_len:
-        raise APIError(
-            400,
-            f"{param}: the prompt is {len(token_ids)} tokens, and this model's context is "
-            f"{model.max_model_len} tokens including the output",
-            param=param,
-            code="context_length_exceeded",
-        )
-    return token_ids
+def _check(model: LoadedModel, token_ids: list[int], param: str) -> None:
+    """The engine's own check (`LLMEngine.check_prompt`), as a 400 naming `param`."""
+    try:
+        model.engine.check_prompt(token_ids)
+    except InvalidRequestError as error:
+        code = "context_length_exceeded" if isinstance(error, PromptTooLongError) else None
+        raise APIError(400, f"{param}: {error}", param=param, code=code) from error

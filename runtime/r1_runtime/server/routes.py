@@ -81,7 +81,7 @@ async def create_chat_completion(
     review.model = body.model
     model = _served(state, body.model)
     prompt = chat_prompt(model, body.messages, review.screen)
-    params = sampling_params(model, body, len(prompt), body.output_limit)
+    params = sampling_params(model, body, body.output_limit)
     is_reasoning = model.think_end_token_id is not None
     text = review.output_text(model.tokenizer, body.stop_strings, split_reasoning=is_reasoning)
     generation = await generations.start(state, prompt, params, text)
@@ -112,7 +112,7 @@ async def create_completion(
     model = _served(state, body.model)
     screen = review.screen if review.needs_prompt else None
     prompt = completion_prompt(model, body.prompt, screen)
-    params = sampling_params(model, body, len(prompt), body.output_limit)
+    params = sampling_params(model, body, body.output_limit)
     text = review.output_text(model.tokenizer, body.stop_strings, split_reasoning=False)
     generation = await generations.start(state, prompt, params, text)
     request_id = review.request_id = f"cmpl-{uuid.uuid4().hex}"

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import ssl
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from r1_runtime.config import ConfigError, RuntimeConfig
-from r1_runtime.server.app import Loader, create_app
+from r1_runtime.config import RuntimeConfig
+from r1_runtime.logs import configure_logging
+from r1_runtime.server.app import create_app
+from r1_runtime.server.model import Loader
 from r1_runtime.server.review import CLIENT_CERT_SUBJECT, cert_subject
 from r1_runtime.server.routes import CLIENT_CERT_STATE
 from r1_runtime.server.state import ServerState
@@ -84,11 +84,9 @@ def ssl_context(config: RuntimeConfig) -> ssl.SSLContext | None:
     return context
 
 
-def build_server(
-    config: RuntimeConfig, loader: Loader | None = None, **uvicorn_options: Any
-) -> DrainingServer:
-    """The server for `config`, not yet started (`serve` runs it; tests run it in a thread).
-    `loader` replaces `load_model(config)`, e.g. to hold a test server in its loading state."""
+def build_server(config: RuntimeConfig, loader: Loader, **uvicorn_options: Any) -> DrainingServer:
+    """The server for `config`, not yet started (`serve` runs it; tests run it in a thread);
+    `loader` loads the model at start-up (`model.model_loader(config)`, or a test's own)."""
     app = create_app(config, loader)
     context = ssl_context(config)
     options: dict[str, Any] = {
@@ -104,28 +102,9 @@ def build_server(
     return DrainingServer(uvicorn.Config(app, **(options | uvicorn_options)), app.state.server)
 
 
-def serve(config: RuntimeConfig) -> int:
+def serve(config: RuntimeConfig, loader: Loader) -> int:
     """Serve until drained; the exit status is 1 if the model failed to load."""
-    _configure_logging(config.log_dir)
-    server = build_server(config)
+    configure_logging(config.log_dir, "runtime.log", required=True)
+    server = build_server(config, loader)
     server.run()
     return 1 if server.state.load_error is not None else 0
-
-
-def _configure_logging(log_dir: Path | None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if log_dir is not None:
-        pod_dir = log_dir / os.environ.get("HOSTNAME", "local")
-        try:
-            pod_dir.mkdir(parents=True, exist_ok=True)
-            handlers.append(logging.FileHandler(pod_dir / "runtime.log"))
-        except OSError as error:
-            raise ConfigError(
-                f"--log-dir {log_dir}: cannot write {pod_dir}: {error.strerror}; mount a "
-                "writable volume there (the cold tier)"
-            ) from error
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-    )

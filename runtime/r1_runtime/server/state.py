@@ -5,16 +5,15 @@ for `set_startup_phase`, which the loader calls from its worker thread."""
 from __future__ import annotations
 
 import time
-from typing import Literal
 
 from r1_runtime.config import RuntimeConfig
 from r1_runtime.engine.async_engine import RequestHandle
+from r1_runtime.engine.stats import EngineStats
+from r1_runtime.engine_cache.resolve import StartupPhase
 from r1_runtime.server.auth import APIKeys
 from r1_runtime.server.errors import APIError
-from r1_runtime.server.metrics import EngineStats, ServerMetrics
+from r1_runtime.server.metrics import ServerMetrics
 from r1_runtime.server.model import LoadedModel
-
-StartupPhase = Literal["loading", "building"]
 
 
 class ServerState:
@@ -90,19 +89,6 @@ class ServerState:
         return not self._active
 
     def engine_stats(self) -> EngineStats | None:
-        """The scheduler's counts, for /metrics; None before the model is loaded.
-
-        NOTE: read from the event loop while the engine thread runs: each value is one
-        attribute read or `len()`, atomic under the GIL, at worst one step stale.
-        """
-        if self.model is None:
-            return None
-        scheduler = self.model.engine.engine.scheduler
-        return EngineStats(
-            num_running=scheduler.num_running,
-            num_waiting=scheduler.num_waiting,
-            kv_cache_usage=scheduler.block_manager.usage,
-            num_preemptions=scheduler.num_preemptions,
-            num_prefix_cache_queries=scheduler.num_prefix_cache_queries,
-            num_prefix_cache_hits=scheduler.num_prefix_cache_hits,
-        )
+        """What the engine published after its last step, for /metrics; None before the
+        model is loaded."""
+        return None if self.model is None else self.model.engine.stats

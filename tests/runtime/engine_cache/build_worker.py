@@ -16,5 +16,5 @@ if __name__ == "__main__":
     root, key, builds, seconds = sys.argv[1:5]
     backend = FileBackend(Path(builds), build_seconds=float(seconds))
     store = EngineStore(Path(root), poll_s=0.05)
-    resolved = store.get_or_build(key, {"key": key}, lambda entry: backend.prepare(None, entry))
+    resolved = store.get_or_build(key, {"key": key}, backend.build_or_load)
     print(json.dumps({"isBuilt": resolved.is_built, "lockWaitS": resolved.lock_wait_s}))

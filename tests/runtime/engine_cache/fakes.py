@@ -1,5 +1,5 @@
-"""A test backend that writes real artifacts, and a worker process that builds with it, so
-races and crashes between processes are real."""
+"""A test backend that writes real artifacts (and runs steps as eager does), and a worker
+process that builds with it, so races and crashes between processes are real."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from r1_runtime.engine.backends.eager import EagerBackend
 from r1_runtime.engine_cache.key import cache_key
+from r1_runtime.models.kernels import Kernels
 
 WORKER = Path(__file__).with_name("build_worker.py")
 ARTIFACT_BYTES = 4096
@@ -25,9 +28,10 @@ def make_key(**overrides: Any) -> tuple[str, dict[str, Any]]:
 
 
 @dataclass
-class FileBackend:
-    """Builds by writing `engine.bin` and `graphs/step.txt`; loads by reading them back.
-    Appends one line per build to `builds` (a file, so other processes' builds count)."""
+class FileBackend(EagerBackend):
+    """The eager backend with artifacts: builds by writing `engine.bin` and `graphs/step.txt`,
+    loads by reading them back. Appends one line per build to `builds` (a file, so other
+    processes' builds count)."""
 
     builds: Path
     build_seconds: float = 0.0
@@ -39,7 +43,14 @@ class FileBackend:
     def versions(self) -> dict[str, str]:
         return {"files": "1"}
 
-    def prepare(self, engine: Any, entry: Path) -> None:
+    def prepare(
+        self, model: Any, kv_cache: torch.Tensor, entry: Path | None, warm_up: Any
+    ) -> Kernels:
+        assert entry is not None
+        self.build_or_load(entry)
+        return super().prepare(model, kv_cache, entry, warm_up)
+
+    def build_or_load(self, entry: Path) -> None:
         if (entry / "engine.bin").exists():
             self.loaded.append(entry)
             return

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from r1_runtime import cli
+from r1_runtime import build, cli
 from r1_runtime.cli import main
 from r1_runtime.config import RuntimeConfig
-from r1_runtime.server import model
+from r1_runtime.model_info import ModelInfo
 
 from .fakes import FileBackend, count_builds
 
@@ -81,7 +81,7 @@ def test_build_refuses_the_serving_flags(flag: str) -> None:
 @pytest.fixture
 def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FileBackend:
     files = FileBackend(tmp_path / "builds.log", name="compile")
-    monkeypatch.setattr(model, "get_backend", lambda name, device: files)
+    monkeypatch.setattr(build, "get_backend", lambda name, device: files)
     return files
 
 
@@ -122,7 +122,7 @@ def test_build_records_the_key_then_finds_it_without_loading_the_weights(
     assert first["entry"] == str(Path(local_values["--engine-cache"]) / first["engineCacheKey"])
     assert Path(first["entry"], "manifest.json").is_file()
 
-    monkeypatch.setattr(model, "_engine", lambda *args: pytest.fail("loaded the weights"))
+    monkeypatch.setattr(build, "load_model", lambda *args, **kw: pytest.fail("loaded weights"))
     status, out, message = run_build(local_values, capsys)
     assert status == 0 and json.loads(message) == {**first, "built": False}
     assert count_builds(backend.builds) == 1
@@ -136,9 +136,10 @@ def test_build_and_serve_agree_on_the_key_for_the_operators_arguments(
         flag: value for flag, value in local_values.items() if flag != "--termination-message-path"
     } | {"--host": "0.0.0.0", "--port": "8000", "--nnodes": "1", "--node-rank": "0"}
     args = cli._parser().parse_args(["serve", *argv(serve_values), "--no-build-on-start"])
-    plan = model.plan_engine(RuntimeConfig.from_args(args, {}))
-    assert plan.cached is not None
-    assert plan.cached.key == json.loads(message)["engineCacheKey"]
+    config = RuntimeConfig.from_args(args, {})
+    key = build.cached_engine_key(config, build.plan_engine(config, ModelInfo.read(config.model)))
+    assert key is not None
+    assert key.key == json.loads(message)["engineCacheKey"]
 
 
 def test_a_failed_build_writes_one_line_of_reason_and_leaves_no_entry(
@@ -147,10 +148,10 @@ def test_a_failed_build_writes_one_line_of_reason_and_leaves_no_entry(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def out_of_memory(engine: object, entry: Path) -> None:
+    def out_of_memory(entry: Path) -> None:
         raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(backend, "prepare", out_of_memory)
+    monkeypatch.setattr(backend, "build_or_load", out_of_memory)
     status, out, message = run_build(local_values, capsys)
     assert (status, out) == (1, "")
     assert message.count("\n") == 1 and "CUDA out of memory. Tried to allocate" in message

@@ -1,7 +1,7 @@
 """The real `compile` backend end to end, as the pre-build Job and the pod run it: `r1-runtime
-build` fills a fresh engine cache with the demo model's torch.compile artifacts, then
-`r1-runtime serve --no-build-on-start` (which cannot build) starts from that entry and
-answers, and a second `build` finds it."""
+build` fills a fresh engine cache with the demo model's torch.compile artifacts (the session's
+`compiled_cache`), then `r1-runtime serve --no-build-on-start` (which cannot build) starts from
+that entry and answers, and a second `build` finds it."""
 
 from __future__ import annotations
 
@@ -15,60 +15,45 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from ..conftest import BUILD_TIMEOUT_S, CompiledCache
 from ..server.harness import is_ready, wait_until
 
-TIMEOUT_S = 600  # torch.compile of the demo model on two shared CPU cores
+pytestmark = pytest.mark.slow
 
 
-def engine_flags(model_dir: Path, cache: Path) -> list[str]:
-    return [
-        *("--model", str(model_dir), "--served-model-name", "r1-demo", "--backend", "compile"),
-        *("--max-batch-tokens", "64", "--max-num-seqs", "2", "--max-model-len", "256"),
-        *("--num-kv-blocks", "32", "--engine-cache", str(cache)),
-    ]
-
-
-def run_build(model_dir: Path, cache: Path, message: Path) -> dict[str, object]:
-    command = [sys.executable, "-m", "r1_runtime.cli", "build", *engine_flags(model_dir, cache)]
-    command += ["--termination-message-path", str(message)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result: dict[str, object] = json.loads(message.read_text())
-    assert json.loads(done.stdout) == result
-    return result
-
-
-def test_build_fills_the_cache_and_serve_starts_from_it(
-    demo_model_dir: Path, tmp_path: Path
+def test_build_fills_the_cache_with_compiled_graphs_and_native_kernels(
+    compiled_cache: CompiledCache,
 ) -> None:
-    cache, message = tmp_path / "engines", tmp_path / "termination-log"
-    built = run_build(demo_model_dir, cache, message)
-    assert built["built"] is True
-    entry = Path(str(built["entry"]))
+    assert compiled_cache.result["built"] is True
+    entry = compiled_cache.entry
     manifest = json.loads((entry / "manifest.json").read_text())
-    assert manifest["key"] == built["engineCacheKey"] and manifest["totalBytes"] > 0
-    assert (
-        manifest["inputs"]["backend"] == "compile" and manifest["inputs"]["device"]["type"] == "cpu"
-    )
+    assert manifest["key"] == compiled_cache.result["engineCacheKey"] and manifest["totalBytes"] > 0
+    inputs = manifest["inputs"]
+    assert (inputs["backend"], inputs["device"]["type"]) == ("compile", "cpu")
+    assert any((entry / "inductor" / "fxgraph").rglob("*"))
+    assert list((entry / "native").glob("r1_native_*.so"))
+    report = re.search(r"compile backend ready from .*: (.*)", compiled_cache.log)
+    assert report is not None, compiled_cache.log[-4000:]
+    assert int(re.findall(r"fx_graph_misses=(\d+)", report.group(1))[0]) > 0
 
+
+def test_serve_starts_from_the_built_entry_and_a_second_build_finds_it(
+    compiled_cache: CompiledCache, tmp_path: Path
+) -> None:
+    entry = compiled_cache.entry
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "r1_runtime.cli",
-        "serve",
-        *engine_flags(demo_model_dir, cache),
-    ]
+    command = [sys.executable, "-m", "r1_runtime.cli", "serve", *compiled_cache.flags]
     command += ["--port", str(port), "--no-build-on-start"]
     log = tmp_path / "serve.log"
     process = subprocess.Popen(command, stderr=log.open("w"), env=os.environ.copy())
     base = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()
-        wait_until(lambda: is_ready(base, process), TIMEOUT_S)
+        wait_until(lambda: is_ready(base, process), BUILD_TIMEOUT_S)
         print(f"serve from the cache: ready in {time.monotonic() - started:.1f} s")
         body = {"model": "r1-demo", "prompt": "Hello", "max_tokens": 8, "temperature": 0}
         answer = httpx.post(f"{base}/v1/completions", json=body, timeout=120)
@@ -83,4 +68,8 @@ def test_build_fills_the_cache_and_serve_starts_from_it(
     assert report is not None, text[-4000:]
     assert "fx_graph_misses=0" in report.group(1)
     assert int(re.findall(r"fx_graph_hits=(\d+)", report.group(1))[0]) > 0
-    assert run_build(demo_model_dir, cache, message) == {**built, "built": False}
+
+    again = [sys.executable, "-m", "r1_runtime.cli", "build", *compiled_cache.flags]
+    done = subprocess.run(again, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert json.loads(done.stdout) == {**compiled_cache.result, "built": False}

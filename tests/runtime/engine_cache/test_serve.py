@@ -11,11 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from r1_runtime import build
 from r1_runtime.cli import main
 from r1_runtime.config import RuntimeConfig
+from r1_runtime.engine.sequence import SamplingParams
 from r1_runtime.engine_cache.manifest import MANIFEST
 from r1_runtime.engine_cache.store import EngineStore
-from r1_runtime.server import model
+from r1_runtime.model_info import ModelInfo
 
 from ..server.harness import make_config, running_server, wait_until
 from .fakes import FileBackend, count_builds
@@ -24,7 +26,7 @@ from .fakes import FileBackend, count_builds
 @pytest.fixture
 def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FileBackend:
     files = FileBackend(tmp_path / "builds.log", name="compile", gate=threading.Event())
-    monkeypatch.setattr(model, "get_backend", lambda name, device: files)
+    monkeypatch.setattr(build, "get_backend", lambda name, device: files)
     return files
 
 
@@ -102,7 +104,9 @@ def test_no_build_on_start_never_loads_a_corrupt_entry(
 def test_eager_uses_no_engine_cache(demo_model_dir: Path, tmp_path: Path) -> None:
     cache = tmp_path / "engines"
     config = make_config(demo_model_dir, backend="eager", engine_cache=cache)
-    engine, resolved = model.load_engine(config, model.plan_engine(config))
-    assert resolved is None and engine.generate is not None
+    built = build.build_engine(config, ModelInfo.read(demo_model_dir))
+    assert built.cache_entry is None
+    greedy = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    assert [len(output) for output in built.engine.generate([[5, 6, 7]], greedy)] == [4]
     assert not cache.exists()
     assert EngineStore(cache).clean_stale_temp() == []

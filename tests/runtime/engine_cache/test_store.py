@@ -40,7 +40,7 @@ def backend(tmp_path: Path) -> FileBackend:
 
 
 def get_or_build(store: EngineStore, backend: FileBackend, key: str = KEY) -> Resolved:
-    return store.get_or_build(key, INPUTS, lambda entry: backend.prepare(None, entry))
+    return store.get_or_build(key, INPUTS, backend.build_or_load)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
@@ -123,8 +123,8 @@ def test_an_entry_published_meanwhile_without_the_lock_wins_over_a_second_build(
     other_node = EngineStore(store.root)
 
     def build_while_another_node_publishes(entry: Path) -> None:
-        other_node._build(KEY, INPUTS, lambda other: backend.prepare(None, other))
-        backend.prepare(None, entry)
+        other_node._build(KEY, INPUTS, backend.build_or_load)
+        backend.build_or_load(entry)
 
     resolved = store.get_or_build(KEY, INPUTS, build_while_another_node_publishes)
     assert resolved.is_built is False and count_builds(backend.builds) == 2

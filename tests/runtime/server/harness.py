@@ -20,7 +20,7 @@ import httpx
 import openai
 from r1_runtime.config import RuntimeConfig
 from r1_runtime.engine.llm_engine import LLMEngine
-from r1_runtime.server.app import Loader
+from r1_runtime.server.model import Loader, model_loader
 from r1_runtime.server.serve import DrainingServer, build_server
 from r1_runtime.server.state import ServerState
 
@@ -84,7 +84,7 @@ def running_server(
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = config_for_port(sock.getsockname()[1])
-    server = build_server(config, loader)
+    server = build_server(config, loader or model_loader(config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     scheme = "https" if config.tls_cert else "http"

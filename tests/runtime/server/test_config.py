@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from r1_runtime.build import plan_engine
 from r1_runtime.cli import main
 from r1_runtime.config import ConfigError, RuntimeConfig, Settings, add_serve_arguments
-from r1_runtime.server.model import check_backend
+from r1_runtime.model_info import ModelInfo
 
 ROOT = Path(__file__).resolve().parents[3]
 FLAGS_DOC = ROOT / "docs" / "runtime-flags.md"
@@ -193,7 +194,7 @@ def test_tensorrt_without_a_gpu_fails_fast(
 ) -> None:
     config = config_of(single_node(files, **{"--backend": "tensorrt"}))
     with pytest.raises(ConfigError, match="needs an NVIDIA GPU"):
-        check_backend(config)
+        plan_engine(config, ModelInfo.read(config.model))
     code = main(["serve", *argv(single_node(files, **{"--backend": "tensorrt"}))])
     assert code == 2
     assert (

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from r1_runtime.server.model import LoadedModel, load_model
+from r1_runtime.engine_cache.resolve import PhaseCallback
+from r1_runtime.server.model import LoadedModel, model_loader
 
 from .harness import MODEL, RunningServer, make_config, running_server, wait_until
 
@@ -25,9 +26,9 @@ def stream_body(**overrides: Any) -> dict[str, Any]:
 def test_while_loading_the_process_is_alive_but_not_ready(demo_model_dir: Path) -> None:
     release = threading.Event()
 
-    def slow_load() -> LoadedModel:
+    def slow_load(on_phase: PhaseCallback) -> LoadedModel:
         release.wait(30)
-        return load_model(config)
+        return model_loader(config)(on_phase)
 
     config = make_config(demo_model_dir)
     with (
@@ -44,7 +45,7 @@ def test_while_loading_the_process_is_alive_but_not_ready(demo_model_dir: Path) 
 
 
 def test_a_model_that_fails_to_load_stops_the_server(demo_model_dir: Path) -> None:
-    def broken() -> LoadedModel:
+    def broken(on_phase: PhaseCallback) -> LoadedModel:
         raise RuntimeError("no weights")
 
     with running_server(

@@ -16,7 +16,7 @@ PLAIN_MODEL = SimpleNamespace(max_model_len=100, think_end_token_id=None)
 
 def params_for(model: Any = REASONING_MODEL, max_tokens: int | None = 16, **fields: Any) -> Any:
     body = CompletionRequest(model="m", prompt="p", **fields)
-    return sampling_params(model, body, num_prompt_tokens=40, max_tokens=max_tokens)
+    return sampling_params(model, body, max_tokens=max_tokens)
 
 
 @pytest.mark.parametrize(
@@ -46,12 +46,12 @@ def test_request_fields_become_sampling_params(
 @pytest.mark.parametrize(
     ("max_tokens", "expected"),
     [
-        pytest.param(None, 60, id="no limit means the room the prompt leaves"),
-        pytest.param(500, 60, id="a limit past the context is capped at the room"),
-        pytest.param(8, 8, id="a limit within it is kept"),
+        # NOTE: the engine caps either at the room the prompt leaves (test_engine.py)
+        pytest.param(None, 100, id="no limit asks for the whole context"),
+        pytest.param(8, 8, id="a limit is kept"),
     ],
 )
-def test_max_tokens_fits_in_the_context(max_tokens: int | None, expected: int) -> None:
+def test_max_tokens_passes_to_the_engine(max_tokens: int | None, expected: int) -> None:
     assert params_for(max_tokens=max_tokens).max_tokens == expected
 
 

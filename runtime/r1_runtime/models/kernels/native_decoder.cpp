@@ -1,10 +1,10 @@
-// The decode step in C++: every layer of `DecoderForCausalLM` for sequences that each add one
+// The decode step in C++: every layer of `LlamaForCausalLM` for sequences that each add one
 // token, in one call. A decode step is bandwidth-bound on the linear layers' weights; what
 // surrounds them (norms, rotary, cache writes, attention over a short context) is too small to
 // be worth a kernel launch from Python, so it runs here as plain loops, and the linear layers
 // call the same oneDNN op as `packed_linear` in native_ops.cpp. Arithmetic follows the Python
 // modules (fp32 accumulation, rounding to the model's dtype where they round), not bit for bit:
-// reductions sum in another order. Built and loaded by `r1_runtime.models.native`.
+// reductions sum in another order. Built and loaded by `r1_runtime.models.kernels.native`.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/custom_class.h>

@@ -10,11 +10,7 @@ On CUDA with flash-attn and a block size it accepts, one varlen call does all of
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -145,51 +141,6 @@ def paged_attention(
         outputs.append(_attend(q[start:end], layer_cache, sdpa))
         start = end
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-
-
-@dataclass(frozen=True)
-class StepAttention:
-    """What a compiled step's attention ops read: the KV cache and this step's `LayerAttention`.
-
-    NOTE: torch.compile traces the decoder with each layer's attention as one opaque op,
-    `r1::paged_attention(q, k, v, layer)`, that reads these from the running step rather than
-    from graph inputs (vLLM's forward context does the same): the graph then depends on the
-    number of tokens only, not on the shapes of block tables and masks, and the cache is written
-    in place by the op, never copied by functionalization.
-    """
-
-    kv_cache: torch.Tensor  # [num_layers, 2, num_blocks, block_size, kv_heads, head_dim]
-    attention: LayerAttention
-
-
-_STEP_ATTENTION: contextvars.ContextVar[StepAttention] = contextvars.ContextVar("step_attention")
-
-
-@contextlib.contextmanager
-def step_attention(kv_cache: torch.Tensor, attention: LayerAttention) -> Iterator[None]:
-    """Run a compiled step within this: its `r1::paged_attention` ops read `kv_cache` and
-    `attention`."""
-    token = _STEP_ATTENTION.set(StepAttention(kv_cache, attention))
-    try:
-        yield
-    finally:
-        _STEP_ATTENTION.reset(token)
-
-
-def _paged_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int) -> Any:
-    step = _STEP_ATTENTION.get()
-    return paged_attention(q, k, v, step.kv_cache[layer], step.attention)
-
-
-def _paged_attention_shape(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int) -> Any:
-    return torch.empty_like(q, memory_format=torch.contiguous_format)
-
-
-_LIBRARY: Any = torch.library.Library("r1", "FRAGMENT")  # type: ignore[no-untyped-call]
-_LIBRARY.define("paged_attention(Tensor q, Tensor k, Tensor v, int layer) -> Tensor")
-_LIBRARY.impl("paged_attention", _paged_attention_op, "CPU")
-_LIBRARY.impl("paged_attention", _paged_attention_op, "CUDA")
-torch.library.register_fake("r1::paged_attention", _paged_attention_shape, lib=_LIBRARY)
 
 
 def _attend(q: torch.Tensor, layer_cache: torch.Tensor, sdpa: SdpaBatch) -> torch.Tensor:

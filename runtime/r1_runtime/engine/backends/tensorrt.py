@@ -1,9 +1,9 @@
-"""The `tensorrt` backend: the runner's step through Torch-TensorRT's torch.compile backend on an
+"""The `tensorrt` backend: the model's step through Torch-TensorRT's torch.compile backend on an
 NVIDIA GPU, its built TensorRT engines serialized into the engine entry.
 
 Torch-TensorRT partitions the step's graph: the dense parts (projections, norms, rotary, MLP)
-become TensorRT engines, the paged KV cache writes and attention stay PyTorch ops between them.
-Engines are built for the shapes `compile_backend.warm_up` runs and written to
+become TensorRT engines, the paged KV cache writes and attention (the traceable kernels) stay
+PyTorch ops between them. Engines are built for the shapes the warm-up runs and written to
 `entry/tensorrt` (`engine_cache_dir`); a later start with the same entry reuses them
 (`reuse_cached_engines`) instead of building.
 
@@ -17,15 +17,20 @@ import importlib
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from r1_runtime.config import ConfigError
-from r1_runtime.engine.backends import package_version, paged_runner
-
-if TYPE_CHECKING:
-    from r1_runtime.engine.llm_engine import LLMEngine
+from r1_runtime.engine.backends.base import (
+    Backend,
+    BackendUnavailableError,
+    WarmUp,
+    package_version,
+)
+from r1_runtime.engine.backends.compiled_step import AFTER_WARM_UP, CompiledStep
+from r1_runtime.engine.step_inputs import StepInputs
+from r1_runtime.models.base import PagedCausalLM
+from r1_runtime.models.kernels import TRACEABLE, Kernels
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +38,7 @@ TENSORRT_DIR = "tensorrt"  # inside the entry
 ENGINE_CACHE_BYTES = 8 << 30  # Torch-TensorRT evicts beyond this; an entry holds one model
 
 
-class TensorRTBackend:
+class TensorRTBackend(Backend):
     name = "tensorrt"
     needs_cache = True
 
@@ -44,17 +49,17 @@ class TensorRTBackend:
 
     @classmethod
     def for_device(cls, device: torch.device) -> TensorRTBackend:
-        """Raises `ConfigError` without an NVIDIA GPU or without Torch-TensorRT installed."""
+        """Raises `BackendUnavailableError` without an NVIDIA GPU or without Torch-TensorRT."""
         if device.type != "cuda" or not torch.cuda.is_available() or torch.version.cuda is None:
-            raise ConfigError(
-                "--backend tensorrt needs an NVIDIA GPU, and none is visible here; "
-                "use --backend compile (CPU) or eager"
+            raise BackendUnavailableError(
+                "tensorrt needs an NVIDIA GPU, and none is visible here; "
+                "use the compile backend (CPU) or eager"
             )
         try:
             torch_tensorrt = importlib.import_module("torch_tensorrt")
         except ImportError as error:
-            raise ConfigError(
-                "--backend tensorrt needs Torch-TensorRT (`pip install r1-operator[gpu]` or "
+            raise BackendUnavailableError(
+                "tensorrt needs Torch-TensorRT (`pip install r1-operator[gpu]` or "
                 f"`pip install torch-tensorrt`), which does not import here: {error}"
             ) from error
         return cls(device, torch_tensorrt)
@@ -67,14 +72,15 @@ class TensorRTBackend:
             "tensorrt": package_version("tensorrt") or "unknown",
         }
 
-    def prepare(self, engine: LLMEngine, entry: Path) -> None:
-        from r1_runtime.engine.compile_backend import AFTER_WARM_UP, CompiledStep, warm_up
-
-        runner = paged_runner(engine, self.name)
+    def prepare(
+        self, model: PagedCausalLM, kv_cache: torch.Tensor, entry: Path | None, warm_up: WarmUp
+    ) -> Kernels:
+        assert entry is not None, "the tensorrt backend builds into an engine-cache entry"
+        model.use_kernels(TRACEABLE)
         cache_dir = entry / TENSORRT_DIR
         cache_dir.mkdir(exist_ok=True)
         options: dict[str, Any] = {
-            "enabled_precisions": {runner.kv_cache.dtype},
+            "enabled_precisions": {kv_cache.dtype},
             "use_python_runtime": False,
             "min_block_size": 1,
             "cache_built_engines": True,
@@ -82,10 +88,13 @@ class TensorRTBackend:
             "engine_cache_dir": str(cache_dir),
             "engine_cache_size": ENGINE_CACHE_BYTES,
         }
-        compiled = CompiledStep(runner.model, backend="tensorrt", options=options)
+        self.step = CompiledStep(model, kv_cache, backend="tensorrt", options=options)
         start = time.perf_counter()
-        runner.step_logits = compiled
-        warm_up(engine)
-        compiled.stance = AFTER_WARM_UP
+        warm_up()
+        self.step.stance = AFTER_WARM_UP
         self.last_prepare_seconds = time.perf_counter() - start
         logger.info("tensorrt backend ready from %s in %.1f s", entry, self.last_prepare_seconds)
+        return TRACEABLE
+
+    def run(self, inputs: StepInputs) -> torch.Tensor:
+        return self.step(inputs)

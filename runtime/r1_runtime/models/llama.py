@@ -1,4 +1,4 @@
-"""Our own Llama-family decoder (Llama, Qwen2: the DeepSeek-R1 distills) over the paged cache.
+"""Our Llama-family model (Llama, Qwen2: the DeepSeek-R1 distills) over the paged KV cache.
 
 The model works on a flattened batch: `[num_tokens]` ids and positions from any mix of
 sequences, decodes first. q, k and v are one fused projection, as are gate and up.
@@ -6,28 +6,31 @@ sequences, decodes first. q, k and v are one fused projection, as are gate and u
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
 
-from r1_runtime.models import native
-from r1_runtime.models.attention import AttentionMetadata, LayerAttention, paged_attention
-from r1_runtime.models.config import DecoderConfig
+from r1_runtime.models.base import PagedCausalLM, Shard
+from r1_runtime.models.kernels.attention import AttentionMetadata, LayerAttention
 from r1_runtime.models.layers import (
     Embedding,
+    KernelModule,
     Linear,
     RMSNorm,
     RotaryEmbedding,
     apply_rotary,
     silu_and_mul,
 )
+from r1_runtime.models.llama_config import LlamaConfig
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # cos and signed sin of the step's positions
 
 
-class Attention(nn.Module):
-    def __init__(self, config: DecoderConfig, layer_index: int) -> None:
+class Attention(KernelModule):
+    def __init__(self, config: LlamaConfig, layer_index: int) -> None:
         super().__init__()
         self.layer_index = layer_index
         self.num_heads = config.num_heads
@@ -39,31 +42,19 @@ class Attention(nn.Module):
         self.qkv_proj = Linear(config.hidden_size, q_size + 2 * kv_size, bias=config.qkv_bias)
         self.o_proj = Linear(q_size, config.hidden_size, bias=config.o_bias)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: Rope,
-        layer_cache: torch.Tensor,
-        attention: LayerAttention | None,
-        residual: torch.Tensor,
-    ) -> torch.Tensor:
-        """`residual` plus the attention's output. `attention` None: traced by torch.compile,
-        within `step_attention`."""
+    def forward(self, x: torch.Tensor, rope: Rope, residual: torch.Tensor) -> torch.Tensor:
+        """`residual` plus the attention's output; writes this layer's keys and values."""
         qkv = self.qkv_proj(x)
         qk = apply_rotary(qkv[:, : self.qk_size].view(len(x), -1, self.head_dim), *rope)
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
         v = qkv[:, self.qk_size :].view(len(x), self.num_kv_heads, self.head_dim)
-        if attention is None:
-            op = torch.ops.r1_native if native.use_native(q) else torch.ops.r1
-            out = op.paged_attention(q, k, v, self.layer_index)
-        else:
-            out = paged_attention(q, k, v, layer_cache, attention)
+        out = self.kernels.paged_attention(q, k, v, self.layer_index)
         result: torch.Tensor = self.o_proj(out.flatten(1), residual)
         return result
 
 
 class MLP(nn.Module):
-    def __init__(self, config: DecoderConfig) -> None:
+    def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         size, bias = config.intermediate_size, config.mlp_bias
         self.gate_up_proj = Linear(config.hidden_size, 2 * size, bias=bias)
@@ -76,29 +67,23 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: DecoderConfig, layer_index: int) -> None:
+    def __init__(self, config: LlamaConfig, layer_index: int) -> None:
         super().__init__()
         self.self_attn = Attention(config, layer_index)
         self.mlp = MLP(config)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: Rope,
-        layer_cache: torch.Tensor,
-        attention: LayerAttention | None,
-    ) -> torch.Tensor:
-        x = self.self_attn(self.input_layernorm(x), rope, layer_cache, attention, residual=x)
+    def forward(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
+        x = self.self_attn(self.input_layernorm(x), rope, residual=x)
         out: torch.Tensor = self.mlp(self.post_attention_layernorm(x), residual=x)
         return out
 
 
-class DecoderModel(nn.Module):
+class LlamaModel(nn.Module):
     """`model.*` of the checkpoint: embeddings, layers, final norm."""
 
-    def __init__(self, config: DecoderConfig, max_positions: int) -> None:
+    def __init__(self, config: LlamaConfig, max_positions: int) -> None:
         super().__init__()
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
@@ -108,15 +93,14 @@ class DecoderModel(nn.Module):
         )
 
 
-class DecoderForCausalLM(nn.Module):
+class LlamaForCausalLM(PagedCausalLM):
     """Llama or Qwen2 with Hugging Face parameter names, q/k/v and gate/up fused.
 
     `forward` returns the last hidden states before the final norm for every token;
     `compute_logits` turns the few rows that are sampled into fp32 logits.
     """
 
-    # checkpoint name -> (our parameter name, shard): the loader fuses these at load time
-    packed_modules: ClassVar[dict[str, tuple[str, str | int]]] = {
+    packed_modules: ClassVar[dict[str, tuple[str, Shard]]] = {
         "q_proj": ("qkv_proj", "q"),
         "k_proj": ("qkv_proj", "k"),
         "v_proj": ("qkv_proj", "v"),
@@ -124,12 +108,16 @@ class DecoderForCausalLM(nn.Module):
         "up_proj": ("gate_up_proj", 1),
     }
 
-    def __init__(self, config: DecoderConfig, max_positions: int) -> None:
+    def __init__(self, config: LlamaConfig, max_positions: int) -> None:
         super().__init__()
         self.config = config
-        self.model = DecoderModel(config, max_positions)
+        self.model = LlamaModel(config, max_positions)
         self.lm_head = Linear(config.hidden_size, config.vocab_size)
         self.tie_weights()
+
+    @classmethod
+    def config_from(cls, raw: dict[str, Any]) -> LlamaConfig:
+        return LlamaConfig.from_dict(raw)
 
     def tie_weights(self) -> None:
         """Share the embedding with the output projection when the config says so (again after
@@ -137,49 +125,37 @@ class DecoderForCausalLM(nn.Module):
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
-    def pack_linear_weights(self, batch_size: int) -> None:
-        """Move every linear layer's weight into oneDNN's layout (`Linear.pack`); the embedding
-        keeps its own copy. For CPU inference only: the model cannot be loaded into again."""
-        for module in self.modules():
-            if isinstance(module, Linear):
-                module.pack(batch_size)
+    def reset_buffers(self) -> None:
+        self.tie_weights()
+        self.model.rotary_emb.reset_tables()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        kv_cache: torch.Tensor,
-        meta: AttentionMetadata,
-    ) -> torch.Tensor:
-        """`kv_cache` is `[num_layers, 2, num_blocks, block_size, kv_heads, head_dim]`. Traced by
-        torch.compile, `meta` is not read: run it within `step_attention`."""
+    def kv_cache_shape(self, num_blocks: int, block_size: int) -> tuple[int, ...]:
+        """`[num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim]`: keys, values."""
+        config = self.config
+        return (config.num_layers, 2, num_blocks, block_size, config.num_kv_heads, config.head_dim)
+
+    def step(self, kv_cache: torch.Tensor, meta: AttentionMetadata) -> AbstractContextManager[None]:
+        attention = LayerAttention.for_model(meta, self.config.num_queries_per_kv, kv_cache.dtype)
+        return self.kernels.step(kv_cache, attention)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x: torch.Tensor = self.model.embed_tokens(input_ids)
         rope = self.model.rotary_emb(positions)
-        attention = None
-        if not torch.compiler.is_compiling():
-            attention = LayerAttention.for_model(meta, self.config.num_queries_per_kv, x.dtype)
-        for layer, layer_cache in zip(self.model.layers, kv_cache, strict=True):
-            x = layer(x, rope, layer_cache, attention)
+        for layer in self.model.layers:
+            x = layer(x, rope)
         return x
 
     def sampled_logits(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        kv_cache: torch.Tensor,
-        meta: AttentionMetadata,
-        sample_indices: torch.Tensor,
+        self, input_ids: torch.Tensor, positions: torch.Tensor, sample_indices: torch.Tensor
     ) -> torch.Tensor:
-        """One engine step: `forward`, then the fp32 logits of the `sample_indices` rows."""
-        hidden = self(input_ids, positions, kv_cache, meta)
+        hidden = self(input_ids, positions)
         return self.compute_logits(hidden[sample_indices])
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.lm_head(self.model.norm(hidden))
         return logits.float()
 
-    def shard_offset(self, param_name: str, shard: str | int) -> tuple[int, int]:
-        """(first row, number of rows) of a fused parameter that one checkpoint tensor fills."""
+    def shard_offset(self, param_name: str, shard: Shard) -> tuple[int, int]:
         config = self.config
         if "qkv_proj" in param_name:
             q_size = config.num_heads * config.head_dim
@@ -189,3 +165,32 @@ class DecoderForCausalLM(nn.Module):
             ]
         size = config.intermediate_size
         return int(shard) * size, size
+
+    def native_decoder(self) -> Any | None:
+        """`r1_native.Decoder` over this model's packed weights (the native kernels must be
+        loaded): a decode step in one call; None when the weights are not packed."""
+        if self.lm_head.packed_weight is None:
+            return None
+        config, inner = self.config, self.model
+        weights: list[torch.Tensor | None] = []
+        biases: list[torch.Tensor | None] = []
+        for layer in cast("Iterable[DecoderLayer]", inner.layers):
+            attention, mlp = layer.self_attn, layer.mlp
+            linears = (attention.qkv_proj, attention.o_proj, mlp.gate_up_proj, mlp.down_proj)
+            packed = [linear.packed_weight for linear in linears]
+            weights += [layer.input_layernorm.weight, packed[0], packed[1]]
+            weights += [layer.post_attention_layernorm.weight, packed[2], packed[3]]
+            biases += [linear.bias for linear in linears]
+        return torch.classes.r1_native.Decoder(
+            inner.embed_tokens.weight,
+            weights,
+            biases,
+            inner.norm.weight,
+            self.lm_head.packed_weight,
+            inner.rotary_emb.cos,
+            inner.rotary_emb.sin,
+            config.num_heads,
+            config.num_kv_heads,
+            config.head_dim,
+            config.rms_norm_eps,
+        )

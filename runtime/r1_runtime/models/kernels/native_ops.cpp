@@ -1,6 +1,6 @@
 // The ops a compiled step calls, in C++: the same ATen calls as their Python reference
-// (`r1::packed_linear` in layers.py, `r1::paged_attention` in attention.py), without a trip
-// through Python per call. Built and loaded by `r1_runtime.models.native`.
+// (`r1::packed_linear` and `r1::paged_attention` in ops.py), without a trip
+// through Python per call. Built and loaded by `r1_runtime.models.kernels.native`.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>

@@ -1,34 +1,19 @@
-"""The shape of a Llama-family decoder (Llama, Qwen2) as read from a checkpoint's config.json."""
+"""The shape of a Llama-family model (Llama, Qwen2) as read from a checkpoint's config.json."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-# The architectures our own decoder implements, each with its attention-bias convention.
-OWN_ARCHITECTURES = frozenset({"LlamaForCausalLM", "Qwen2ForCausalLM"})
+from r1_runtime.models.base import UnsupportedConfigError
+from r1_runtime.models.layers import RopeScaling
+
 ROPE_TYPES = frozenset({"default", "llama3"})
 
 
-class UnsupportedConfigError(ValueError):
-    """The checkpoint is not one our own decoder can run (the transformers fallback may)."""
-
-
-@dataclass(frozen=True)
-class RopeScaling:
-    """Llama 3.1 frequency scaling (`rope_type: llama3`)."""
-
-    factor: float
-    low_freq_factor: float
-    high_freq_factor: float
-    original_max_position_embeddings: int
-
-
 @dataclass(frozen=True, kw_only=True)
-class DecoderConfig:
-    """Everything the decoder needs; Qwen2 is Llama with a bias on q, k and v."""
+class LlamaConfig:
+    """Everything the Llama-family model needs; Qwen2 is Llama with a bias on q, k and v."""
 
     architecture: str
     vocab_size: int
@@ -52,11 +37,10 @@ class DecoderConfig:
         return self.num_heads // self.num_kv_heads
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> DecoderConfig:
-        """Read a Hugging Face config; raise `UnsupportedConfigError` for what we do not run."""
-        architecture = architecture_of(raw)
-        if architecture not in OWN_ARCHITECTURES:
-            raise UnsupportedConfigError(f"architecture {architecture!r} is not implemented here")
+    def from_dict(cls, raw: dict[str, Any]) -> LlamaConfig:
+        """Read a Hugging Face config of one of the `architectures` the model registry maps to
+        Llama; raise `UnsupportedConfigError` for variants we do not run."""
+        architecture = str(raw["architectures"][0])
         if raw.get("use_sliding_window") or raw.get("hidden_act", "silu") != "silu":
             raise UnsupportedConfigError("no sliding-window attention or non-SiLU MLP here")
         num_heads = raw["num_attention_heads"]
@@ -81,36 +65,6 @@ class DecoderConfig:
             mlp_bias=bool(raw.get("mlp_bias", False)),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
         )
-
-
-def read_config(model_dir: str | Path) -> dict[str, Any]:
-    with open(Path(model_dir) / "config.json") as f:
-        raw: dict[str, Any] = json.load(f)
-    return raw
-
-
-def architecture_of(raw: dict[str, Any]) -> str:
-    architectures = raw.get("architectures") or []
-    if len(architectures) != 1:
-        raise UnsupportedConfigError(f"expected one entry in 'architectures': {architectures}")
-    return str(architectures[0])
-
-
-def token_ids(value: int | list[int] | None) -> frozenset[int]:
-    """An `eos_token_id` field (an int, a list or null) as a set."""
-    if value is None:
-        return frozenset()
-    return frozenset([value] if isinstance(value, int) else value)
-
-
-def eos_token_ids(model_dir: str | Path) -> frozenset[int]:
-    """EOS ids from config.json and generation_config.json together."""
-    ids = token_ids(read_config(model_dir).get("eos_token_id"))
-    generation = Path(model_dir) / "generation_config.json"
-    if generation.exists():
-        with open(generation) as f:
-            ids |= token_ids(json.load(f).get("eos_token_id"))
-    return ids
 
 
 def _rope(raw: dict[str, Any]) -> tuple[float, RopeScaling | None]:
