@@ -1,12 +1,12 @@
-"""Engine start-up with a backend that builds (compile): cold (empty entry, everything compiled)
-against warm (the published entry, artifacts loaded), each in a fresh process. JSON in
+"""Engine start-up with a backend that builds (compile): cold (an empty engine cache,
+everything compiled) against warm (its entry, artifacts loaded), each in a fresh process. JSON in
 bench/results/.
 
     .venv/bin/python bench/engine_start.py [--backend compile] [--dtype bf16] [--rounds 2]
 
-Each start times, from the process's own start: imports, model load, `backend.prepare` (with
-inductor's cache hits and misses) and the first request. The warm starts load the entry after
-it was renamed, as the engine cache publishes it.
+Each start times, from the process's own start: imports, `build_engine` (weights, then the
+backend prepared from the engine cache, with inductor's cache hits and misses) and the first
+request. The warm starts load the entry after the whole cache was renamed.
 """
 
 from __future__ import annotations
@@ -26,27 +26,21 @@ from engine_throughput import RESULTS, build_model
 BENCH = Path(__file__).parent
 
 
-def child(model_dir: Path, entry: Path, backend_name: str, dtype_name: str) -> dict[str, Any]:
+def child(model_dir: Path, cache: Path, backend_name: str, dtype_name: str) -> dict[str, Any]:
     """One start in this process: seconds per phase since the interpreter started."""
     started = time.time() - _process_age()
-    import torch
-    from r1_runtime.engine.backends import get_backend
-    from r1_runtime.engine.llm_engine import LLMEngine
+    from engine_throughput import build_bench_engine
+    from r1_runtime.engine.model_runner import PagedModelRunner
     from r1_runtime.engine.sequence import SamplingParams
 
     marks = {"imports": time.time() - started}
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    engine = LLMEngine.from_model_dir(
-        model_dir, dtype=dtype, max_num_seqs=64, kv_cache_memory=256 << 20
-    )
-    marks["model_loaded"] = time.time() - started
-    backend = get_backend(backend_name, torch.device("cpu"))
-    backend.prepare(engine, entry)
+    engine = build_bench_engine(model_dir, dtype_name, backend_name, cache).engine
     marks["prepared"] = time.time() - started
     params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True)
     engine.generate([[11, 12, 13, 14, 15, 16, 17]], params)
     marks["first_request_done"] = time.time() - started
-    report = getattr(backend, "last_prepare", None)
+    assert isinstance(engine.runner, PagedModelRunner)
+    report = getattr(engine.runner.backend, "last_prepare", None)
     return {"seconds_since_start": marks, "prepare": vars(report) if report else None}
 
 
@@ -57,9 +51,9 @@ def _process_age() -> float:
     return uptime - ticks / os.sysconf("SC_CLK_TCK")
 
 
-def start(model_dir: Path, entry: Path, backend: str, dtype: str) -> dict[str, Any]:
+def start(model_dir: Path, cache: Path, backend: str, dtype: str) -> dict[str, Any]:
     command = [sys.executable, str(BENCH / "engine_start.py"), "--child", str(model_dir)]
-    command += [str(entry), "--backend", backend, "--dtype", dtype]
+    command += [str(cache), "--backend", backend, "--dtype", dtype]
     begun = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
@@ -73,7 +67,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--model-dir", type=Path, default=RESULTS / "qwen2-40m")
-    parser.add_argument("--child", nargs=2, type=Path, metavar=("MODEL", "ENTRY"))
+    parser.add_argument("--child", nargs=2, type=Path, metavar=("MODEL", "CACHE"))
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(*args.child, args.backend, args.dtype)))

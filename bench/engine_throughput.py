@@ -26,17 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from r1_runtime.build import BuiltEngine, build_engine
+from r1_runtime.config import RuntimeConfig
 from r1_runtime.engine import SamplingParams
-from r1_runtime.engine.backends import get_backend
 from r1_runtime.engine.llm_engine import LLMEngine
 from r1_runtime.engine.model_runner import PagedModelRunner
-from r1_runtime.models.layers import Linear, can_pack
+from r1_runtime.model_info import ModelInfo
+from r1_runtime.models.kernels.ops import can_pack
+from r1_runtime.models.layers import Linear
 from safetensors import safe_open
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 RESULTS = Path(__file__).parent / "results"
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPE_NAMES = {"bf16": "bfloat16", "fp32": "float32"}
 NUM_PROMPTS, MIN_PROMPT, MAX_PROMPT, NEW_TOKENS = 64, 48, 80, 64
 SPECIAL_TOKENS = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"]  # noqa: RUF001
 
@@ -158,18 +162,29 @@ def _best_seconds(run: Callable[[], object]) -> float:
     return best
 
 
-def bench_dtype(
-    model_dir: Path, prompts: list[list[int]], name: str, rounds: int, backend: str = "eager"
-) -> dict[str, Any]:
-    engine = LLMEngine.from_model_dir(
-        model_dir,
-        dtype=DTYPES[name],
+def build_bench_engine(
+    model_dir: Path, dtype: str, backend: str, engine_cache: Path
+) -> BuiltEngine:
+    """The benchmark's engine as `serve` builds it (64 sequences, a 2048-token step, 256 MiB
+    of KV cache), its backend prepared from (or built into) `engine_cache`."""
+    config = RuntimeConfig(
+        model=model_dir,
+        served_model_name="bench",
+        dtype=DTYPE_NAMES[dtype],
+        backend=backend,
+        engine_cache=engine_cache,
         max_num_seqs=NUM_PROMPTS,
         max_batch_tokens=2048,
         kv_cache_memory=256 << 20,
     )
-    with tempfile.TemporaryDirectory(prefix=f"engine-{backend}-") as entry:
-        get_backend(backend, torch.device("cpu")).prepare(engine, Path(entry))
+    return build_engine(config, ModelInfo.read(model_dir))
+
+
+def bench_dtype(
+    model_dir: Path, prompts: list[list[int]], name: str, rounds: int, backend: str = "eager"
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"engine-{backend}-") as cache:
+        engine = build_bench_engine(model_dir, name, backend, Path(cache)).engine
     assert isinstance(engine.runner, PagedModelRunner), "the benchmark model is a Qwen2"
     num_params = checkpoint_parameters(model_dir)
     timed_run(engine, prompts[:8], concurrent=True)  # warm-up

@@ -1,6 +1,6 @@
 """How the operator scales: N DeepSeekDeployments against the API emulator, real kopf.
 
-Runs tests/kube_emulator.py (a real HTTP API server on loopback) and the real operator
+Runs tests/operator/kube_emulator.py (a real HTTP API server on loopback) and the real operator
 (r1_operator.handlers under kopf) in this process, creates N deployments at once and reports:
 
 - time to converge: until every rendered child is live with its rendered content and every
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "operator"))
 
 import prometheus_client  # noqa: E402
 from factories import make_manifest  # noqa: E402

@@ -33,21 +33,12 @@ def engine(model: str, dtype: str, backend: str = "eager") -> Generate:
     import shutil
     import tempfile
 
-    import torch
+    from engine_throughput import build_bench_engine
     from r1_runtime.engine import SamplingParams
-    from r1_runtime.engine.backends import get_backend
-    from r1_runtime.engine.llm_engine import LLMEngine
 
-    llm = LLMEngine.from_model_dir(
-        model,
-        dtype={"bf16": torch.bfloat16, "fp32": torch.float32}[dtype],
-        max_num_seqs=64,
-        max_batch_tokens=2048,
-        kv_cache_memory=256 << 20,
-    )
-    entry = Path(tempfile.mkdtemp(prefix=f"engine-{backend}-"))
-    atexit.register(shutil.rmtree, entry, ignore_errors=True)
-    get_backend(backend, torch.device("cpu")).prepare(llm, entry)
+    cache = Path(tempfile.mkdtemp(prefix=f"engine-{backend}-"))
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    llm = build_bench_engine(Path(model), dtype, backend, cache).engine
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
 
     def generate(prompts: list[list[int]]) -> list[list[int]]:

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 
 from r1_runtime.server import generation as generations
 from r1_runtime.server.errors import APIError, error_body
@@ -17,20 +18,18 @@ from r1_runtime.server.generation import Generation
 from r1_runtime.server.model import LoadedModel
 from r1_runtime.server.prompts import chat_prompt, completion_prompt, sampling_params
 from r1_runtime.server.protocol import (
-    AssistantMessage,
-    ChatChoice,
     ChatCompletion,
     ChatCompletionRequest,
     Completion,
-    CompletionChoice,
     CompletionRequest,
     ModelCard,
     ModelList,
 )
 from r1_runtime.server.reasoning import Delta
+from r1_runtime.server.responders import ChatResponder, CompletionResponder, Responder
 from r1_runtime.server.review import Review, request_review
 from r1_runtime.server.state import ServerState
-from r1_runtime.server.streaming import chat_events, completion_events, event_stream, usage_of
+from r1_runtime.server.streaming import event_stream, usage_of
 
 CLIENT_CERT_STATE = "client_cert_verified"  # set per connection by serve.ClientCertProtocol
 
@@ -78,54 +77,41 @@ async def list_models(state: State) -> ModelList:
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, state: State, review: Reviewed
 ) -> Response:
-    review.model = body.model
-    model = _served(state, body.model)
+    model = _served(state, body.model, review)
     prompt = chat_prompt(model, body.messages, review.screen)
-    params = sampling_params(model, body, body.output_limit)
     is_reasoning = model.think_end_token_id is not None
-    text = review.output_text(model.tokenizer, body.stop_strings, split_reasoning=is_reasoning)
-    generation = await generations.start(state, prompt, params, text)
-    request_id = review.request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    review.generation = generation
-    if body.stream:
-        events = chat_events(generation, request_id, body.model, body.include_usage)
-        return event_stream(generation, events)
-    output = await _collect(generation, request)
-    message = AssistantMessage(
-        content=output.content if output.content or not is_reasoning else None,
-        reasoning_content=output.reasoning or None,
-    )
-    completion = ChatCompletion(
-        id=request_id,
-        model=body.model,
-        choices=[ChatChoice(message=message, finish_reason=generation.finish_reason)],
-        usage=usage_of(generation),
-    )
-    return _json(completion)
+    responder = ChatResponder(f"chatcmpl-{uuid.uuid4().hex}", body.model, is_reasoning)
+    return await _respond(state, review, request, body, model, prompt, responder)
 
 
 @openai.post("/completions", response_model=None, responses={200: {"model": Completion}})
 async def create_completion(
     body: CompletionRequest, request: Request, state: State, review: Reviewed
 ) -> Response:
-    review.model = body.model
-    model = _served(state, body.model)
-    screen = review.screen if review.needs_prompt else None
-    prompt = completion_prompt(model, body.prompt, screen)
+    model = _served(state, body.model, review)
+    prompt = completion_prompt(model, body.prompt, review.screen if review.needs_prompt else None)
+    responder = CompletionResponder(f"cmpl-{uuid.uuid4().hex}", body.model)
+    return await _respond(state, review, request, body, model, prompt, responder)
+
+
+async def _respond(
+    state: ServerState,
+    review: Review,
+    request: Request,
+    body: ChatCompletionRequest | CompletionRequest,
+    model: LoadedModel,
+    prompt: list[int],
+    responder: Responder,
+) -> Response:
+    """Generate, then stream the chunks or answer the whole response."""
     params = sampling_params(model, body, body.output_limit)
-    text = review.output_text(model.tokenizer, body.stop_strings, split_reasoning=False)
+    text = review.output_text(model.tokenizer, body.stop_strings, responder.split_reasoning)
     generation = await generations.start(state, prompt, params, text)
-    request_id = review.request_id = f"cmpl-{uuid.uuid4().hex}"
-    review.generation = generation
+    review.request_id, review.generation = responder.request_id, generation
     if body.stream:
-        events = completion_events(generation, request_id, body.model, body.include_usage)
-        return event_stream(generation, events)
+        return event_stream(generation, responder, body.include_usage)
     output = await _collect(generation, request)
-    choice = CompletionChoice(text=output.content, finish_reason=generation.finish_reason)
-    completion = Completion(
-        id=request_id, model=body.model, choices=[choice], usage=usage_of(generation)
-    )
-    return _json(completion)
+    return _json(responder.whole(output, generation.finish_reason, usage_of(generation)))
 
 
 @operations.get("/health")
@@ -151,7 +137,9 @@ async def metrics(state: State) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _served(state: ServerState, name: str) -> LoadedModel:
+def _served(state: ServerState, name: str, review: Review) -> LoadedModel:
+    """The model, if `name` is the one served (noted for the audit either way)."""
+    review.model = name
     model = state.admit()
     if name != state.config.served_model_name:
         raise APIError(
@@ -184,5 +172,5 @@ async def _abort_on_disconnect(generation: Generation, request: Request) -> None
     generation.abort()
 
 
-def _json(model: ChatCompletion | Completion) -> Response:
+def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")

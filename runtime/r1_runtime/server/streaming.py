@@ -5,7 +5,6 @@ an `{"error": ...}` event, which the official clients raise."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
@@ -15,25 +14,20 @@ from starlette.responses import StreamingResponse
 
 from r1_runtime.server.errors import APIError, error_body
 from r1_runtime.server.generation import Generation
-from r1_runtime.server.protocol import (
-    ChatChunkChoice,
-    ChatCompletionChunk,
-    Completion,
-    CompletionChoice,
-    Delta,
-    Usage,
-)
-from r1_runtime.server.reasoning import Delta as TextDelta
+from r1_runtime.server.protocol import Usage
+from r1_runtime.server.responders import Responder
 
 DONE = b"data: [DONE]\n\n"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def event_stream(generation: Generation, events: AsyncGenerator[bytes, None]) -> StreamingResponse:
+def event_stream(
+    generation: Generation, responder: Responder, include_usage: bool
+) -> StreamingResponse:
     """The SSE response. Closing the generation is also its background task, so a client
     that disconnects mid-stream always frees the request's KV blocks."""
     return StreamingResponse(
-        _guarded(events),
+        _guarded(_events(generation, responder, include_usage)),
         media_type="text/event-stream",
         headers=HEADERS,
         background=BackgroundTask(generation.close),
@@ -48,55 +42,20 @@ def usage_of(generation: Generation) -> Usage:
     )
 
 
-async def chat_events(
-    generation: Generation, request_id: str, model: str, include_usage: bool
+async def _events(
+    generation: Generation, responder: Responder, include_usage: bool
 ) -> AsyncGenerator[bytes, None]:
-    """Chunks of a chat completion: the role first, then content and reasoning deltas."""
-    created = int(time.time())
-
-    def chunk(delta: Delta, finish_reason: str | None = None) -> ChatCompletionChunk:
-        choice = ChatChunkChoice(delta=delta, finish_reason=finish_reason)
-        return ChatCompletionChunk(id=request_id, created=created, model=model, choices=[choice])
-
-    def to_chunk(delta: TextDelta) -> ChatCompletionChunk:
-        return chunk(
-            Delta(content=delta.content or None, reasoning_content=delta.reasoning or None)
-        )
-
-    yield _event(chunk(Delta(role="assistant", content="")))
+    """The chunks of a streamed completion: the opening one (chat: the role), one per text
+    delta, the finish reason, the usage when asked for, then `[DONE]`."""
+    opening = responder.opening()
+    if opening is not None:
+        yield _event(opening)
     async with aclosing(generation.deltas()) as deltas:
         async for delta in deltas:
-            yield _event(to_chunk(delta))
-    yield _event(chunk(Delta(), generation.finish_reason))
+            yield _event(responder.delta(delta))
+    yield _event(responder.finish(generation.finish_reason))
     if include_usage:
-        usage = usage_of(generation)
-        yield _event(
-            ChatCompletionChunk(
-                id=request_id, created=created, model=model, choices=[], usage=usage
-            )
-        )
-    yield DONE
-
-
-async def completion_events(
-    generation: Generation, request_id: str, model: str, include_usage: bool
-) -> AsyncGenerator[bytes, None]:
-    """Chunks of a text completion: text deltas, then the finish reason."""
-    created = int(time.time())
-
-    def chunk(text: str, finish_reason: str | None = None) -> Completion:
-        choice = CompletionChoice(text=text, finish_reason=finish_reason)
-        return Completion(id=request_id, created=created, model=model, choices=[choice])
-
-    async with aclosing(generation.deltas()) as deltas:
-        async for delta in deltas:
-            yield _event(chunk(delta.content))
-    yield _event(chunk("", generation.finish_reason))
-    if include_usage:
-        usage = usage_of(generation)
-        yield _event(
-            Completion(id=request_id, created=created, model=model, choices=[], usage=usage)
-        )
+        yield _event(responder.usage(usage_of(generation)))
     yield DONE
 
 
