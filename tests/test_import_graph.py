@@ -38,11 +38,11 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "r1_runtime.models": ("r1_runtime.model_info",),
     "r1_runtime.models.kernels": (),
     "r1_runtime.logs": ("r1_runtime.config",),
-    "r1_runtime.config": ("r1_runtime.security",),
+    "r1_runtime.config": ("r1_runtime.files", "r1_runtime.security"),
     "r1_runtime.fetch": ("r1_runtime.file_lock", "r1_runtime.files"),
     "r1_runtime.security": (),
     "r1_runtime.demo": (),
-    "r1_runtime.model_info": (),
+    "r1_runtime.model_info": ("r1_runtime.files",),
     "r1_runtime.file_lock": (),
     "r1_runtime.files": (),
 }  # fmt: skip

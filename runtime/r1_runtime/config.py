@@ -8,7 +8,6 @@ No torch here: `--help` and flag validation stay fast. Checks that need torch or
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r1_runtime.files import read_json_object
 from r1_runtime.security.settings import SecuritySettings, SecuritySettingsError, parse_security
 
 BACKENDS = ("tensorrt", "compile", "eager")
@@ -79,11 +79,6 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
-
-    @property
-    def is_auth_enabled(self) -> bool:
-        """Whether API requests need a key (a key file, or keys in the environment)."""
-        return self.api_key_file is not None or bool(self.api_keys)
 
     @property
     def engine_dtype(self) -> str | None:
@@ -159,11 +154,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 def read_settings(path: Path) -> Settings:
     """Parse `settings.json`; keys the runtime does not know are ignored."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"--settings {path}: cannot read a JSON object: {error}") from error
-    if not isinstance(raw, dict):
-        raise ConfigError(f"--settings {path}: expected a JSON object")
+        raw = read_json_object(path)
+    except ValueError as error:
+        raise ConfigError(f"--settings {error}") from error
     settings = Settings(
         served_model_name=_typed(raw, "servedModelName", str, path),
         quantization=_typed(raw, "quantization", str, path),

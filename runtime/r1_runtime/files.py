@@ -1,11 +1,13 @@
-"""File operations the fetch and the engine cache share: whole-file digests and writes that
-survive a crash (fsync, then rename, then fsync of the directory)."""
+"""File operations the runtime's parts share: whole-file digests, writes that survive a crash
+(fsync, then rename, then fsync of the directory), and JSON objects read with a clear error."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 CHUNK_BYTES = 8 << 20
 
@@ -39,3 +41,14 @@ def fsync_directory(directory: Path) -> None:
         pass  # NOTE: some filesystems (and NFS clients) refuse fsync on a directory
     finally:
         os.close(descriptor)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; a `ValueError` starting with the path says why not."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: cannot read a JSON object: {error}") from error
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return raw

@@ -3,10 +3,11 @@ before (and besides) loading its weights."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from r1_runtime.files import read_json_object
 
 DEFAULT_MAX_POSITIONS = 4096  # when config.json names no max_position_embeddings
 
@@ -65,9 +66,6 @@ def token_ids(value: int | list[int] | None) -> frozenset[int]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ModelInfoError(f"{path}: cannot read a JSON object: {error}") from error
-    if not isinstance(raw, dict):
-        raise ModelInfoError(f"{path}: expected a JSON object")
-    return raw
+        return read_json_object(path)
+    except ValueError as error:
+        raise ModelInfoError(str(error)) from error

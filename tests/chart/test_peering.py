@@ -18,6 +18,8 @@ from factories import make_manifest
 from operator_harness import Cluster, emulated_cluster, wait_for
 from rbac_support import RecordingApiServer
 
+pytestmark = pytest.mark.slow
+
 Obj = dict[str, object]
 
 

@@ -31,6 +31,8 @@ from r1_operator.render import render as render_children
 from r1_operator.validation import validate
 from rbac_support import Access, RecordingApiServer, Scoped, access_of, granted
 
+pytestmark = pytest.mark.slow
+
 Obj = dict[str, Any]
 EXAMPLES_DIR = ROOT / "examples"
 PEERING = "r1-operator"

@@ -26,6 +26,8 @@ from operator_harness import (
     wait_for,
 )
 
+pytestmark = pytest.mark.slow
+
 DRIFT = 1.0
 NAMESPACES = (f"spec{n}" for n in itertools.count())
 Obj = dict[str, Any]

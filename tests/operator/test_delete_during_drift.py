@@ -33,6 +33,8 @@ from r1_operator import render
 from r1_operator.reconcile import is_subset
 from r1_operator.validation import validate
 
+pytestmark = pytest.mark.slow
+
 DRIFT = 1.0
 HOLD = 3.0
 """Seconds the held drift reconcile stays in flight, well under kopf's default 60 s poll."""

@@ -305,6 +305,7 @@ def test_injected_conflicts_and_server_errors_are_retried_without_duplicates(
     assert len(applies) >= 2
 
 
+@pytest.mark.slow
 def test_a_no_op_reconcile_makes_no_write_call(r1: Cluster, ns: str) -> None:
     manifest = make_manifest(namespace=ns)
     r1.create(manifest)

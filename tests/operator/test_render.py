@@ -100,6 +100,7 @@ def test_examples_cover_single_node_multi_node_and_cpu() -> None:
     assert "HorizontalPodAutoscaler" in kinds["deepseek.yaml"]
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(manifests())
 def test_any_valid_spec_renders_valid_deterministic_manifests(manifest: dict[str, Any]) -> None:

@@ -70,6 +70,7 @@ def arch_dir(request: pytest.FixtureRequest) -> tuple[str, Path]:
 # Determinism and the command line
 
 
+@pytest.mark.slow
 def test_the_command_in_another_process_writes_the_same_bytes_for_the_same_seed(
     demo_model_dir: Path, tmp_path: Path
 ) -> None:

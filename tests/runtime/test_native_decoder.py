@@ -17,6 +17,8 @@ from r1_runtime.engine.step_inputs import StepInputs, prepare_inputs
 
 from .checkpoints import checkpoint_dir, make_engine, make_prompts
 
+pytestmark = pytest.mark.slow
+
 __all__ = ["checkpoint_dir"]
 
 DTYPES = [torch.float32, pytest.param(torch.bfloat16, id="bf16")]

@@ -16,6 +16,8 @@ from r1_runtime.models.kernels import PYTHON, TRACEABLE, native
 from r1_runtime.models.kernels.attention import LayerAttention, paged_attention
 from r1_runtime.models.kernels.ops import can_pack
 
+pytestmark = pytest.mark.slow
+
 BLOCK_SIZE, NUM_BLOCKS, NUM_LAYERS, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM = 4, 32, 2, 4, 2, 8
 DTYPES = [torch.float32, pytest.param(torch.bfloat16, id="bf16")]
 

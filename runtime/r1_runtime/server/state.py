@@ -38,10 +38,6 @@ class ServerState:
         return self._drain_deadline is not None
 
     @property
-    def is_ready(self) -> bool:
-        return self.model is not None and not self.is_draining
-
-    @property
     def phase(self) -> str:
         """`loading`, `building`, `ready` or `draining`: what `/ready` and the
         `r1_runtime:phase` gauge report."""

@@ -74,6 +74,7 @@ def test_a_second_start_finds_the_entry_and_builds_nothing(
     assert count_builds(backend.builds) == 1
 
 
+@pytest.mark.slow
 def test_two_processes_racing_build_once(store: EngineStore, tmp_path: Path) -> None:
     builds = tmp_path / "builds.log"
     workers = [start_worker(store.root, KEY, builds, build_seconds=1.0) for _ in range(2)]
@@ -85,6 +86,7 @@ def test_two_processes_racing_build_once(store: EngineStore, tmp_path: Path) -> 
     assert store.lookup(KEY) is not None
 
 
+@pytest.mark.slow
 def test_a_killed_builder_leaves_no_entry_and_the_next_start_builds(
     store: EngineStore, backend: FileBackend
 ) -> None:

@@ -9,11 +9,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from r1_runtime.fetch import MARKER_NAME
 
 from .conftest import FetchInto
 from .hub_server import HubServer
 from .test_hub_fetch import WEIGHTS, assert_same_files
+
+pytestmark = pytest.mark.slow
 
 StartCli = Callable[[Path], subprocess.Popen[str]]
 

@@ -131,7 +131,6 @@ def test_a_single_node_pod_command_line_is_a_valid_config(files: dict[str, Path]
     assert config.api_keys == ("a", "b", "c")
     assert config.settings == Settings(served_model_name="r1")
     assert config.engine_dtype == "bfloat16"
-    assert config.is_auth_enabled
 
 
 @pytest.mark.parametrize(

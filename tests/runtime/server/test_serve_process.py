@@ -12,8 +12,11 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from .harness import MODEL, is_ready, wait_until
+
+pytestmark = pytest.mark.slow
 
 READY_TIMEOUT_S = 120
 
