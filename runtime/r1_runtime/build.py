@@ -103,27 +103,17 @@ def build_engine(
     miss, `on_phase("building")` meanwhile, unless `--no-build-on-start`). Blocking, seconds
     to minutes."""
     plan = plan or plan_engine(config, info)
+    backend = plan.backend.name
     logger.info(
-        "loading %s on %s in %s, backend %s", info.directory, plan.device, plan.dtype,
-        plan.backend.name,
-    )  # fmt: skip
+        "loading %s on %s in %s, backend %s", info.directory, plan.device, plan.dtype, backend
+    )
     runner, num_blocks = _runner(config, info, plan)
     max_len = min(_max_model_len(config, info), num_blocks * config.block_size)
-    scheduler = SchedulerConfig(
-        num_blocks=num_blocks,
-        block_size=config.block_size,
-        max_batch_tokens=config.max_batch_tokens,
-        max_num_seqs=config.max_num_seqs,
-        max_waiting=config.max_waiting,
-        prefill_chunk_size=config.prefill_chunk_size,
-        eos_token_ids=info.eos_token_ids,
+    engine = LLMEngine(
+        runner, _scheduler_config(config, info, num_blocks), max_len, info.vocab_size
     )
-    engine = LLMEngine(runner, scheduler, max_len, info.vocab_size)
     logger.info(
-        "%d KV blocks (%d tokens); max_model_len %d",
-        num_blocks,
-        num_blocks * config.block_size,
-        max_len,
+        "%d KV blocks of %d tokens; max_model_len %d", num_blocks, config.block_size, max_len
     )
     if not isinstance(runner, PagedModelRunner):
         return BuiltEngine(engine, None)
@@ -171,6 +161,18 @@ def _dtype(config: RuntimeConfig, info: ModelInfo) -> torch.dtype:
     if not isinstance(dtype, torch.dtype):
         raise ConfigError(f"{info.directory}/config.json: unknown dtype {name!r}")
     return dtype
+
+
+def _scheduler_config(config: RuntimeConfig, info: ModelInfo, num_blocks: int) -> SchedulerConfig:
+    return SchedulerConfig(
+        num_blocks=num_blocks,
+        block_size=config.block_size,
+        max_batch_tokens=config.max_batch_tokens,
+        max_num_seqs=config.max_num_seqs,
+        max_waiting=config.max_waiting,
+        prefill_chunk_size=config.prefill_chunk_size,
+        eos_token_ids=info.eos_token_ids,
+    )
 
 
 def _max_model_len(config: RuntimeConfig, info: ModelInfo) -> int:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from r1_runtime.demo.tokenizer import BOS as BOS_TEXT
 from r1_runtime.server.detokenizer import IncrementalDetokenizer
-from r1_runtime.server.reasoning import Delta, ReasoningParser, split_reasoning
+from r1_runtime.server.reasoning import ReasoningParser, TextDelta, split_reasoning
 from r1_runtime.server.stops import StopMatcher
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -175,7 +175,7 @@ def test_split_reasoning(text: str, expected: tuple[str | None, str | None]) -> 
     assert split_reasoning(text) == expected
 
 
-def stream_reasoning(pieces: list[str]) -> Iterator[Delta]:
+def stream_reasoning(pieces: list[str]) -> Iterator[TextDelta]:
     parser = ReasoningParser()
     yield from (parser.push(piece) for piece in pieces)
     yield parser.finish()
@@ -186,37 +186,37 @@ def stream_reasoning(pieces: list[str]) -> Iterator[Delta]:
     [
         pytest.param(
             ["ab</th", "ink>cd"],
-            [Delta("ab"), Delta("", "cd"), Delta()],
+            [TextDelta("ab"), TextDelta("", "cd"), TextDelta()],
             id="an end tag split across pushes",
         ),
         pytest.param(
             ["<th", "ink>", "x"],
-            [Delta(), Delta(), Delta("x"), Delta()],
+            [TextDelta(), TextDelta(), TextDelta("x"), TextDelta()],
             id="a start tag split across pushes",
         ),
         pytest.param(
             ["a</", "b"],
-            [Delta("a"), Delta("</b"), Delta()],
+            [TextDelta("a"), TextDelta("</b"), TextDelta()],
             id="a held-back tag start that is not a tag",
         ),
         pytest.param(
             ["<th"],
-            [Delta(), Delta("<th")],
+            [TextDelta(), TextDelta("<th")],
             id="a held-back start tag fragment is reasoning at the end",
         ),
         pytest.param(
             ["x</think", ""],
-            [Delta("x"), Delta(), Delta("</think")],
+            [TextDelta("x"), TextDelta(), TextDelta("</think")],
             id="an end tag never completed is reasoning",
         ),
         pytest.param(
             ["</think>", "a", "b"],
-            [Delta(), Delta("", "a"), Delta("", "b"), Delta()],
+            [TextDelta(), TextDelta("", "a"), TextDelta("", "b"), TextDelta()],
             id="content streams unheld after the tag",
         ),
     ],
 )
-def test_streamed_reasoning_deltas(pieces: list[str], expected: list[Delta]) -> None:
+def test_streamed_reasoning_deltas(pieces: list[str], expected: list[TextDelta]) -> None:
     assert list(stream_reasoning(pieces)) == expected
 
 

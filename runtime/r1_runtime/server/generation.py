@@ -14,7 +14,7 @@ from r1_runtime.security.redaction import Rule, StreamRedactor
 from r1_runtime.server.detokenizer import IncrementalDetokenizer
 from r1_runtime.server.errors import APIError
 from r1_runtime.server.metrics import RequestMetrics
-from r1_runtime.server.reasoning import Delta, ReasoningParser
+from r1_runtime.server.reasoning import ReasoningParser, TextDelta
 from r1_runtime.server.state import ServerState
 from r1_runtime.server.stops import StopMatcher
 
@@ -37,7 +37,7 @@ class OutputText:
         self._stops = StopMatcher(stops)
         self._reasoning = ReasoningParser() if split_reasoning else None
         self._redaction = DeltaRedactor(redaction_rules)
-        self._kept: list[Delta] | None = [] if keep_text else None
+        self._kept: list[TextDelta] | None = [] if keep_text else None
 
     @property
     def is_stopped(self) -> bool:
@@ -48,20 +48,20 @@ class OutputText:
         return self._redaction.num_redactions
 
     @property
-    def kept_text(self) -> Delta | None:
+    def kept_text(self) -> TextDelta | None:
         """Everything emitted so far, joined, with `keep_text`; else None."""
         if self._kept is None:
             return None
-        return Delta(
+        return TextDelta(
             "".join(delta.reasoning for delta in self._kept),
             "".join(delta.content for delta in self._kept),
         )
 
-    def push(self, token_ids: list[int]) -> Delta:
+    def push(self, token_ids: list[int]) -> TextDelta:
         text, _ = self._stops.push(self._detokenizer.push(token_ids))
         return self._emit(self._redaction.push(self._split(text)))
 
-    def finish(self) -> Delta:
+    def finish(self) -> TextDelta:
         """What the pipeline still holds, once the engine is done with the request."""
         text, stopped = self._stops.push(self._detokenizer.flush())
         if not stopped:
@@ -69,16 +69,16 @@ class OutputText:
         delta = self._split(text)
         if self._reasoning is not None:
             tail = self._reasoning.finish()
-            delta = Delta(delta.reasoning + tail.reasoning, delta.content + tail.content)
+            delta = TextDelta(delta.reasoning + tail.reasoning, delta.content + tail.content)
         return self._emit(self._redaction.finish(delta))
 
-    def _emit(self, delta: Delta) -> Delta:
+    def _emit(self, delta: TextDelta) -> TextDelta:
         if self._kept is not None:
             self._kept.append(delta)
         return delta
 
-    def _split(self, text: str) -> Delta:
-        return self._reasoning.push(text) if self._reasoning else Delta(content=text)
+    def _split(self, text: str) -> TextDelta:
+        return self._reasoning.push(text) if self._reasoning else TextDelta(content=text)
 
 
 class DeltaRedactor:
@@ -93,15 +93,15 @@ class DeltaRedactor:
     def num_redactions(self) -> int:
         return self._reasoning.num_redactions + self._content.num_redactions
 
-    def push(self, delta: Delta) -> Delta:
+    def push(self, delta: TextDelta) -> TextDelta:
         reasoning = self._reasoning.push(delta.reasoning)
         if delta.content:
             reasoning += self._reasoning.finish()
-        return Delta(reasoning, self._content.push(delta.content))
+        return TextDelta(reasoning, self._content.push(delta.content))
 
-    def finish(self, delta: Delta) -> Delta:
+    def finish(self, delta: TextDelta) -> TextDelta:
         pushed = self.push(delta)
-        return Delta(
+        return TextDelta(
             pushed.reasoning + self._reasoning.finish(), pushed.content + self._content.finish()
         )
 
@@ -166,7 +166,7 @@ class Generation:
         self.finish_reason: str | None = None
         self._is_closed = False
 
-    async def deltas(self) -> AsyncGenerator[Delta, None]:
+    async def deltas(self) -> AsyncGenerator[TextDelta, None]:
         """Text deltas, none of them empty. Closing the iterator early (the client went
         away) aborts the engine request, which frees its KV blocks."""
         output = self._first
@@ -181,7 +181,7 @@ class Generation:
         finally:
             self.close()
 
-    def _consume(self, output: StreamOutput) -> Delta:
+    def _consume(self, output: StreamOutput) -> TextDelta:
         self.num_completion_tokens += len(output.token_ids)
         self._metrics.on_tokens(len(output.token_ids), output.queue_seconds)
         delta = self._text.push(output.token_ids)
@@ -195,7 +195,7 @@ class Generation:
         else:
             return delta
         tail = self._text.finish()
-        return Delta(delta.reasoning + tail.reasoning, delta.content + tail.content)
+        return TextDelta(delta.reasoning + tail.reasoning, delta.content + tail.content)
 
     async def _next(self) -> StreamOutput:
         try:

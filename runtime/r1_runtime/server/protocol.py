@@ -150,7 +150,7 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
-class Delta(BaseModel):
+class ChoiceDelta(BaseModel):
     """A stream delta: only the fields that are set are sent."""
 
     role: Literal["assistant"] | None = None
@@ -164,7 +164,7 @@ class Delta(BaseModel):
 
 class ChatChunkChoice(BaseModel):
     index: int = 0
-    delta: Delta
+    delta: ChoiceDelta
     finish_reason: str | None = None
     logprobs: None = None
 

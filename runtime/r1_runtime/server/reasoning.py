@@ -22,7 +22,7 @@ THINK_END = "</think>"
 
 
 @dataclass(frozen=True)
-class Delta:
+class TextDelta:
     """New text of each kind; either may be empty."""
 
     reasoning: str = ""
@@ -60,7 +60,7 @@ class ReasoningParser:
         self._state = _State.START
         self._held = ""
 
-    def push(self, text: str) -> Delta:
+    def push(self, text: str) -> TextDelta:
         """Split newly generated text; may hold back up to `len("</think>") - 1` chars."""
         text = self._held + text
         self._held = ""
@@ -69,13 +69,13 @@ class ReasoningParser:
         if self._state is _State.REASONING:
             return self._push_reasoning(text)
         if self._state is _State.CONTENT:
-            return Delta(content=text)
-        return Delta()  # still at the start: all of it is held
+            return TextDelta(content=text)
+        return TextDelta()  # still at the start: all of it is held
 
-    def finish(self) -> Delta:
+    def finish(self) -> TextDelta:
         """The held-back tail: it was no tag, so it is reasoning (no `</think>` came)."""
         held, self._held = self._held, ""
-        return Delta(reasoning=held)
+        return TextDelta(reasoning=held)
 
     def _strip_think_start(self, text: str) -> str:
         if len(text) < len(THINK_START) and THINK_START.startswith(text):  # maybe the tag
@@ -84,14 +84,14 @@ class ReasoningParser:
         self._state = _State.REASONING
         return text.removeprefix(THINK_START)
 
-    def _push_reasoning(self, text: str) -> Delta:
+    def _push_reasoning(self, text: str) -> TextDelta:
         reasoning, tag, content = text.partition(THINK_END)
         if tag:
             self._state = _State.CONTENT
-            return Delta(reasoning, content)
+            return TextDelta(reasoning, content)
         num_held = _partial_suffix_len(reasoning, THINK_END)
         self._held = reasoning[len(reasoning) - num_held :]
-        return Delta(reasoning=reasoning[: len(reasoning) - num_held])
+        return TextDelta(reasoning=reasoning[: len(reasoning) - num_held])
 
 
 def _partial_suffix_len(text: str, tag: str) -> int:

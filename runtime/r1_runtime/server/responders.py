@@ -13,12 +13,12 @@ from r1_runtime.server.protocol import (
     ChatChunkChoice,
     ChatCompletion,
     ChatCompletionChunk,
+    ChoiceDelta,
     Completion,
     CompletionChoice,
-    Delta,
     Usage,
 )
-from r1_runtime.server.reasoning import Delta as TextDelta
+from r1_runtime.server.reasoning import TextDelta
 
 
 def _now() -> int:
@@ -50,21 +50,21 @@ class ChatResponder:
         )
 
     def opening(self) -> ChatCompletionChunk | None:
-        return self._chunk(Delta(role="assistant", content=""))
+        return self._chunk(ChoiceDelta(role="assistant", content=""))
 
     def delta(self, delta: TextDelta) -> ChatCompletionChunk:
         content, reasoning = delta.content or None, delta.reasoning or None
-        return self._chunk(Delta(content=content, reasoning_content=reasoning))
+        return self._chunk(ChoiceDelta(content=content, reasoning_content=reasoning))
 
     def finish(self, finish_reason: str | None) -> ChatCompletionChunk:
-        return self._chunk(Delta(), finish_reason)
+        return self._chunk(ChoiceDelta(), finish_reason)
 
     def usage(self, usage: Usage) -> ChatCompletionChunk:
         return ChatCompletionChunk(
             id=self.request_id, created=self.created, model=self.model, choices=[], usage=usage
         )
 
-    def _chunk(self, delta: Delta, finish_reason: str | None = None) -> ChatCompletionChunk:
+    def _chunk(self, delta: ChoiceDelta, finish_reason: str | None = None) -> ChatCompletionChunk:
         choice = ChatChunkChoice(delta=delta, finish_reason=finish_reason)
         return ChatCompletionChunk(
             id=self.request_id, created=self.created, model=self.model, choices=[choice]

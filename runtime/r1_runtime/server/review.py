@@ -19,7 +19,7 @@ from r1_runtime.security.input_filter import PromptBlocked
 from r1_runtime.security.settings import SecuritySettings
 from r1_runtime.server.errors import APIError
 from r1_runtime.server.generation import OutputText
-from r1_runtime.server.reasoning import Delta
+from r1_runtime.server.reasoning import TextDelta
 
 REVIEW_STATE = "review"
 CLIENT_CERT_SUBJECT = "client_cert_subject"  # set per connection by serve.ClientCertProtocol
@@ -95,7 +95,7 @@ class Review:
             "duration_ms": round(seconds * 1000),
         }
         if self.security.audit.include_prompts:
-            output = (self.text.kept_text if self.text else None) or Delta()
+            output = (self.text.kept_text if self.text else None) or TextDelta()
             entry["prompt"] = self.prompt
             entry["completion"] = output.content if self.text else None
             entry["reasoning"] = output.reasoning or None

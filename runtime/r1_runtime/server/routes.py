@@ -25,7 +25,7 @@ from r1_runtime.server.protocol import (
     ModelCard,
     ModelList,
 )
-from r1_runtime.server.reasoning import Delta
+from r1_runtime.server.reasoning import TextDelta
 from r1_runtime.server.responders import ChatResponder, CompletionResponder, Responder
 from r1_runtime.server.review import Review, request_review
 from r1_runtime.server.state import ServerState
@@ -152,7 +152,7 @@ def _served(state: ServerState, name: str, review: Review) -> LoadedModel:
     return model
 
 
-async def _collect(generation: Generation, request: Request) -> Delta:
+async def _collect(generation: Generation, request: Request) -> TextDelta:
     """The whole output of a non-streamed request; aborted if the client disconnects."""
     watcher = asyncio.create_task(_abort_on_disconnect(generation, request))
     reasoning, content = [], []
@@ -162,7 +162,7 @@ async def _collect(generation: Generation, request: Request) -> Delta:
             content.append(delta.content)
     finally:
         watcher.cancel()
-    return Delta("".join(reasoning), "".join(content))
+    return TextDelta("".join(reasoning), "".join(content))
 
 
 async def _abort_on_disconnect(generation: Generation, request: Request) -> None:
