@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from r1_runtime.files import read_json_object
+from r1_runtime.layout import ParallelLayout
 from r1_runtime.security.settings import SecuritySettings, SecuritySettingsError, parse_security
 
 BACKENDS = ("tensorrt", "compile", "eager")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32", "fp8", "int8")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+DEVICES = ("cuda", "cpu")
 PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 API_KEYS_ENV = "R1_API_KEYS"
 
@@ -71,11 +73,13 @@ class RuntimeConfig:
     num_kv_blocks: int | None = None
     drain_timeout: float = 60.0
     max_request_bytes: int = 1 << 20
+    rendezvous_timeout: float = 600.0  # for every rank of a replica to join
+    collective_timeout: float = 300.0  # for one step's collective or message between ranks
+    device: str | None = None  # None: a GPU when one is visible, else the CPU
     # Not flags: engine knobs for tests and benchmarks.
     block_size: int = 16  # token slots per KV block
     prefill_chunk_size: int | None = None  # prompt tokens per sequence per step; None: budget
     kv_cache_memory: int | None = None  # KV cache bytes, instead of a share of free memory
-    device: str | None = None  # None: a GPU when one is visible, else the CPU
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -87,6 +91,10 @@ class RuntimeConfig:
         return PRECISION_DTYPES.get(self.precision) or (
             None if self.dtype == "auto" else self.dtype
         )
+
+    @property
+    def layout(self) -> ParallelLayout:
+        return ParallelLayout(self.tensor_parallel_size, self.pipeline_parallel_size, self.nnodes)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> RuntimeConfig:
@@ -128,6 +136,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-waiting", type=int, default=256, help="waiting queue size; beyond it: 429")
     add("--drain-timeout", type=float, default=60.0, help="seconds to finish requests on SIGTERM")
     add("--max-request-bytes", type=int, default=1 << 20, help="largest request body (413)")
+    add(
+        "--rendezvous-timeout",
+        type=float,
+        default=600.0,
+        help="seconds for every rank of the replica to join (MASTER_ADDR:MASTER_PORT)",
+    )
+    add(
+        "--collective-timeout",
+        type=float,
+        default=300.0,
+        help="seconds one step may wait on another rank before the replica gives up",
+    )
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -145,6 +165,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     add("--gpu-memory-utilization", type=float, default=0.9, help="in (0.1, 0.99]")
     add("--tensor-parallel-size", type=int, default=1)
     add("--pipeline-parallel-size", type=int, default=1)
+    add("--device", choices=DEVICES, help="default: a GPU when one is visible, else the CPU")
     add("--engine-cache", type=Path, help="engine cache directory (shared, warm tier)")
     add("--settings", type=Path, help="settings.json from the operator's ConfigMap")
     add("--log-dir", type=Path, help="logs go to LOG_DIR/$HOSTNAME/")
@@ -240,12 +261,20 @@ def _check_limits(config: RuntimeConfig) -> None:
         raise ConfigError(
             f"--gpu-memory-utilization must be in (0.1, 0.99], got {config.gpu_memory_utilization}"
         )
+    problem = config.layout.problem()
+    if problem is not None:
+        raise ConfigError(problem)
     if not 0 <= config.node_rank < config.nnodes:
         raise ConfigError(f"--node-rank {config.node_rank} is not in [0, --nnodes {config.nnodes})")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"--port must be in [0, 65535], got {config.port}")
-    if config.drain_timeout < 0:
-        raise ConfigError(f"--drain-timeout must be >= 0, got {config.drain_timeout}")
+    for flag, seconds in {
+        "--drain-timeout": config.drain_timeout,
+        "--rendezvous-timeout": config.rendezvous_timeout,
+        "--collective-timeout": config.collective_timeout,
+    }.items():
+        if seconds < 0:
+            raise ConfigError(f"{flag} must be >= 0, got {seconds}")
 
 
 def _check_unsupported(config: RuntimeConfig) -> None:
@@ -254,11 +283,6 @@ def _check_unsupported(config: RuntimeConfig) -> None:
         raise ConfigError(
             f"--precision {config.precision} needs a quantized engine, which this runtime does "
             "not build yet; use auto, bf16, fp16 or fp32"
-        )
-    if config.tensor_parallel_size * config.pipeline_parallel_size > 1 or config.nnodes > 1:
-        raise ConfigError(
-            "tensor, pipeline and multi-node parallelism are not implemented in this runtime "
-            "yet: --tensor-parallel-size, --pipeline-parallel-size and --nnodes must be 1"
         )
 
 

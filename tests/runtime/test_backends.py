@@ -21,7 +21,7 @@ from r1_runtime.engine.backends.eager import EagerBackend
 from r1_runtime.engine.llm_engine import LLMEngine
 from r1_runtime.engine.model_runner import PagedModelRunner
 from r1_runtime.engine.sequence import SamplingParams
-from r1_runtime.engine.step_inputs import prepare_inputs
+from r1_runtime.engine.step_inputs import prepare_inputs, step_entries
 from r1_runtime.model_info import ModelInfo
 from r1_runtime.models.kernels import PYTHON, TRACEABLE
 
@@ -145,10 +145,10 @@ def test_the_traceable_kernels_trace_the_whole_step_as_one_graph(demo_model_dir:
     engine.add_request(PROMPTS[1], GREEDY)
     batch = engine.scheduler.schedule()
     assert batch is not None
-    inputs = prepare_inputs(batch, runner.block_size, use_flash=False)
+    inputs = prepare_inputs(step_entries(batch), runner.block_size, use_flash=False)
     args = (inputs.input_ids, inputs.positions, inputs.sample_indices)
     with torch.inference_mode(), runner.model.step(runner.kv_cache, inputs.meta):
-        explained = torch._dynamo.explain(runner.model.sampled_logits)(*args)
+        explained = torch._dynamo.explain(runner.model.stage_output)(*args)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0)
 
 

@@ -13,7 +13,7 @@ import torch
 from r1_runtime.engine import SamplingParams, Scheduler, SchedulerConfig, Sequence
 from r1_runtime.engine.kv_cache import allocate_kv_cache, bytes_per_block
 from r1_runtime.engine.model_runner import PagedModelRunner, RecomputeModelRunner
-from r1_runtime.engine.step_inputs import prepare_inputs
+from r1_runtime.engine.step_inputs import prepare_inputs, step_entries
 from r1_runtime.model_info import ModelInfo
 from r1_runtime.models.base import PagedCausalLM
 from r1_runtime.models.kernels.attention import flash_attn_varlen_func
@@ -53,7 +53,7 @@ def prompt_logits(path: Path, prompt: list[int], block_size: int = 4) -> torch.T
     batch = scheduler.schedule()
     assert batch is not None
     cache = allocate_kv_cache(model, 64, block_size, dtype=torch.float32, device=CPU)
-    inputs = prepare_inputs(batch, block_size, use_flash=False)
+    inputs = prepare_inputs(step_entries(batch), block_size, use_flash=False)
     with model.step(cache, inputs.meta):
         hidden = model(inputs.input_ids, inputs.positions)
     return model.compute_logits(hidden)

@@ -13,7 +13,7 @@ import torch
 from r1_runtime.engine import SamplingParams
 from r1_runtime.engine.llm_engine import LLMEngine
 from r1_runtime.engine.model_runner import PagedModelRunner
-from r1_runtime.engine.step_inputs import StepInputs, prepare_inputs
+from r1_runtime.engine.step_inputs import StepInputs, prepare_inputs, step_entries
 
 from .checkpoints import checkpoint_dir, make_engine, make_prompts
 
@@ -43,7 +43,7 @@ def decode_step(engine: LLMEngine) -> StepInputs:
     batch = engine.scheduler.schedule()
     assert batch is not None and not any(entry.is_prefill for entry in batch.seqs)
     assert isinstance(engine.runner, PagedModelRunner)
-    return prepare_inputs(batch, engine.runner.block_size, use_flash=False)
+    return prepare_inputs(step_entries(batch), engine.runner.block_size, use_flash=False)
 
 
 def run_both(engine: LLMEngine, inputs: StepInputs) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from r1_runtime.engine import SamplingParams, Scheduler, SchedulerConfig, Sequence
-from r1_runtime.engine.step_inputs import prepare_inputs
+from r1_runtime.engine.step_inputs import prepare_inputs, step_entries
 from r1_runtime.models.kernels import PYTHON, TRACEABLE, native
 from r1_runtime.models.kernels.attention import LayerAttention, paged_attention
 from r1_runtime.models.kernels.ops import can_pack
@@ -60,7 +60,7 @@ def mixed_step(dtype: torch.dtype) -> tuple[int, LayerAttention]:
         scheduler.try_add(Sequence(f"b{i}", list(range(10, 10 + length)), params))
     batch = scheduler.schedule()
     assert batch is not None and batch.num_tokens == 3 + 6 + 2
-    inputs = prepare_inputs(batch, BLOCK_SIZE, use_flash=False)
+    inputs = prepare_inputs(step_entries(batch), BLOCK_SIZE, use_flash=False)
     return batch.num_tokens, LayerAttention.for_model(inputs.meta, NUM_HEADS // NUM_KV_HEADS, dtype)
 
 

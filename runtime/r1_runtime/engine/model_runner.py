@@ -14,7 +14,7 @@ import torch
 from r1_runtime.engine.backends.base import Backend, WarmUp
 from r1_runtime.engine.batch import ScheduledBatch
 from r1_runtime.engine.sampler import Sampler
-from r1_runtime.engine.step_inputs import prepare_inputs
+from r1_runtime.engine.step_inputs import prepare_inputs, step_entries
 from r1_runtime.models.base import PagedCausalLM
 
 if TYPE_CHECKING:  # NOTE: transformers is imported only when the fallback is used
@@ -58,7 +58,8 @@ class PagedModelRunner:
     def run(self, batch: ScheduledBatch) -> list[int]:
         if not batch.seqs:
             return []
-        inputs = prepare_inputs(batch, self.block_size, use_flash=self.use_flash).to(self.device)
+        entries = step_entries(batch)
+        inputs = prepare_inputs(entries, self.block_size, use_flash=self.use_flash).to(self.device)
         logits = self.backend.run(inputs)
         if not batch.sampled:
             return []

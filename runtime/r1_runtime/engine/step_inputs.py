@@ -10,8 +10,41 @@ from typing import Any
 
 import torch
 
-from r1_runtime.engine.batch import ScheduledBatch, ScheduledSeq
+from r1_runtime.engine.batch import ScheduledBatch
 from r1_runtime.models.kernels.attention import AttentionMetadata, FlashMetadata, PagedBatch
+
+
+@dataclass(frozen=True)
+class StepEntry:
+    """One sequence's share of a step as the model needs it (`ScheduledSeq` without the
+    sequence): what the step message carries to the other ranks of a replica."""
+
+    token_ids: list[int]  # the new tokens, at positions start_position...
+    start_position: int
+    block_table: list[int]  # covers every position up to end_position
+    is_prefill: bool
+    is_sampled: bool
+
+    @property
+    def num_new_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def end_position(self) -> int:
+        return self.start_position + len(self.token_ids)
+
+
+def step_entries(batch: ScheduledBatch) -> tuple[StepEntry, ...]:
+    return tuple(
+        StepEntry(
+            entry.seq.token_ids[entry.start_position : entry.end_position],
+            entry.start_position,
+            entry.seq.block_table,
+            entry.is_prefill,
+            entry.is_sampled,
+        )
+        for entry in batch.seqs
+    )
 
 
 @dataclass(frozen=True)
@@ -20,6 +53,7 @@ class StepInputs:
     positions: torch.Tensor  # [num_tokens]
     sample_indices: torch.Tensor  # [num_sampled]: the last token of each sampled entry
     meta: AttentionMetadata
+    hidden: torch.Tensor | None = None  # after the first pipeline stage: the previous one's
 
     def to(self, device: torch.device) -> StepInputs:
         """The same inputs with every tensor on `device`."""
@@ -29,16 +63,17 @@ class StepInputs:
         return moved
 
 
-def prepare_inputs(batch: ScheduledBatch, block_size: int, *, use_flash: bool) -> StepInputs:
+def prepare_inputs(
+    entries: tuple[StepEntry, ...], block_size: int, *, use_flash: bool
+) -> StepInputs:
     """Flatten the step (decodes first, then prefill chunks) into host tensors."""
-    entries = batch.seqs
     input_ids: list[int] = []
     positions: list[int] = []
     slots: list[int] = []
     for entry in entries:
         span = range(entry.start_position, entry.end_position)
-        table = entry.seq.block_table
-        input_ids += entry.seq.token_ids[span.start : span.stop]
+        table = entry.block_table
+        input_ids += entry.token_ids
         positions += span
         slots += [table[p // block_size] * block_size + p % block_size for p in span]
     token_ends = list(accumulate(entry.num_new_tokens for entry in entries))
@@ -56,13 +91,13 @@ def prepare_inputs(batch: ScheduledBatch, block_size: int, *, use_flash: bool) -
     return StepInputs(_long(input_ids), _long(positions), _long(sampled), meta)
 
 
-def _paged_batch(entries: tuple[ScheduledSeq, ...], block_size: int) -> PagedBatch | None:
+def _paged_batch(entries: tuple[StepEntry, ...], block_size: int) -> PagedBatch | None:
     """The entries' new tokens padded to the longest; None for no entry."""
     if not entries:
         return None
     query_len = max(entry.num_new_tokens for entry in entries)
     max_blocks = -(-max(entry.end_position for entry in entries) // block_size)
-    block_ids = [_padded(entry.seq.block_table[:max_blocks], max_blocks) for entry in entries]
+    block_ids = [_padded(entry.block_table[:max_blocks], max_blocks) for entry in entries]
     # NOTE: a padding row takes its sequence's last position, so it sees real keys (no row is
     # all -inf) and its output, dropped afterwards, is finite.
     query_positions = torch.tensor(
@@ -91,14 +126,14 @@ def _padded(table: list[int], length: int) -> list[int]:
     return table + [0] * (length - len(table))
 
 
-def _flash_metadata(entries: tuple[ScheduledSeq, ...]) -> FlashMetadata:
-    max_blocks = max(len(entry.seq.block_table) for entry in entries)
+def _flash_metadata(entries: tuple[StepEntry, ...]) -> FlashMetadata:
+    max_blocks = max(len(entry.block_table) for entry in entries)
     return FlashMetadata(
         cu_seqlens_q=torch.tensor([0, *accumulate(e.num_new_tokens for e in entries)]).int(),
         cu_seqlens_k=torch.tensor([0, *accumulate(e.end_position for e in entries)]).int(),
         max_seqlen_q=max(entry.num_new_tokens for entry in entries),
         max_seqlen_k=max(entry.end_position for entry in entries),
-        block_tables=torch.tensor([_padded(e.seq.block_table, max_blocks) for e in entries]).int(),
+        block_tables=torch.tensor([_padded(e.block_table, max_blocks) for e in entries]).int(),
     )
 
 

@@ -12,6 +12,7 @@ import torch
 from r1_runtime.models.kernels import Kernels
 from r1_runtime.models.kernels.attention import AttentionMetadata
 from r1_runtime.models.layers import KernelModule, Linear
+from r1_runtime.models.parallel import ModelShard, TensorSlice
 
 Shard = str | int  # which part of a fused parameter one checkpoint tensor fills
 
@@ -23,14 +24,15 @@ class UnsupportedConfigError(ValueError):
 class PagedCausalLM(KernelModule):
     """A model the engine runs step by step over its paged KV cache.
 
-    Built on the meta device from its config (`config_from`), allocated empty, then filled by
-    `models.loader.load_model`; `forward` is never called by the engine, `sampled_logits` is,
-    within `step`.
+    Built on the meta device from its config (`config_from`) and the part of it this rank
+    holds (`ModelShard`: the whole model by default), allocated empty, then filled by
+    `models.loader.load_model`; the engine calls `stage_output` within `step`.
     """
 
     # checkpoint name -> (our parameter name, shard): the loader fuses these at load time
     packed_modules: ClassVar[dict[str, tuple[str, Shard]]] = {}
     config: Any
+    shard: ModelShard
 
     @classmethod
     @abstractmethod
@@ -56,11 +58,27 @@ class PagedCausalLM(KernelModule):
         """The scope of one step: its attention kernels read `kv_cache` and `meta` within."""
 
     @abstractmethod
-    def sampled_logits(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, sample_indices: torch.Tensor
+    def stage_output(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        sample_indices: torch.Tensor,
+        hidden: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One engine step on `[num_tokens]` ids and positions (decodes first): fp32 logits
-        `[num_sampled, vocab]` of the `sample_indices` rows. Run within `step`."""
+        """One engine step on `[num_tokens]` ids and positions (decodes first), run within
+        `step`. On the last pipeline stage: fp32 logits `[num_sampled, vocab]` of the
+        `sample_indices` rows; before it: the hidden states `[num_tokens, hidden]` the next
+        stage continues from (`hidden`, where the first stage reads `input_ids`)."""
+
+    def held_parameter(self, name: str) -> str | None:
+        """Our parameter that checkpoint parameter `name` fills on this rank (after fusing);
+        None when this rank's part of the model does not hold it."""
+        return name
+
+    def checkpoint_slice(self, param_name: str, shard: Shard | None) -> TensorSlice | None:
+        """The part of the checkpoint tensor for `param_name` (and `shard`) this rank reads;
+        None: all of it."""
+        return None
 
     def native_decoder(self) -> Any | None:
         """A step of decodes only as one call of compiled code, where this architecture has

@@ -15,6 +15,7 @@ from torch import nn
 
 from r1_runtime.models.kernels import PYTHON, Kernels
 from r1_runtime.models.kernels.ops import pack_linear_weight
+from r1_runtime.models.parallel import ModelShard
 
 
 @dataclass(frozen=True)
@@ -52,21 +53,59 @@ class Linear(KernelModule):
         self.weight = None  # NOTE: freed, unless another module shares it (tied embeddings)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        return self.apply_weight(x, self.bias, residual)
+
+    def apply_weight(
+        self, x: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None
+    ) -> torch.Tensor:
         if self.packed_weight is not None:
             weight = self.packed_weight
-            return self.kernels.packed_linear(x, weight, self.bias, residual, weight.shape[0])
+            return self.kernels.packed_linear(x, weight, bias, residual, weight.shape[0])
         assert self.weight is not None
-        out = F.linear(x, self.weight, self.bias)
+        out = F.linear(x, self.weight, bias)
         return out if residual is None else out.add_(residual)
 
 
-class Embedding(nn.Module):
-    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+class RowParallelLinear(Linear):
+    """A linear layer whose input features are split over the tensor-parallel ranks: each
+    computes its partial product, the first adds bias and residual, and one all-reduce sums
+    them. The whole layer when the model is not split."""
+
+    def __init__(
+        self, in_features: int, out_features: int, shard: ModelShard, *, bias: bool = False
+    ) -> None:
+        super().__init__(shard.split(in_features, "in_features"), out_features, bias=bias)
+        self.shard = shard
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self.shard.tp_rank != 0:
+            return self.shard.all_reduce(self.apply_weight(x, None, None))
+        return self.shard.all_reduce(self.apply_weight(x, self.bias, residual))
+
+
+def padded_vocab_size(vocab_size: int, shard: ModelShard) -> int:
+    """The vocabulary rounded up to a multiple of the tensor-parallel size."""
+    return -(-vocab_size // shard.tp_size) * shard.tp_size
+
+
+class VocabEmbedding(nn.Module):
+    """The token embedding, its rows (the vocabulary, padded) split over the tensor-parallel
+    ranks: each looks up the ids in its rows, zeros elsewhere, and an all-reduce sums them."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int, shard: ModelShard) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim), requires_grad=False)
+        self.shard = shard
+        rows = padded_vocab_size(vocab_size, shard) // shard.tp_size
+        self.first_row = shard.tp_rank * rows
+        self.weight = nn.Parameter(torch.empty(rows, embedding_dim), requires_grad=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, self.weight)
+        if self.shard.tp_size == 1:
+            return F.embedding(ids, self.weight)
+        local = ids - self.first_row
+        outside = (local < 0) | (local >= self.weight.shape[0])
+        out = F.embedding(local.masked_fill(outside, 0), self.weight)
+        return self.shard.all_reduce(out.masked_fill_(outside.unsqueeze(-1), 0))
 
 
 class RMSNorm(nn.Module):

@@ -16,31 +16,39 @@ from torch import nn
 from r1_runtime.models.base import PagedCausalLM, Shard
 from r1_runtime.models.kernels.attention import AttentionMetadata, LayerAttention
 from r1_runtime.models.layers import (
-    Embedding,
     KernelModule,
     Linear,
     RMSNorm,
     RotaryEmbedding,
+    RowParallelLinear,
+    VocabEmbedding,
     apply_rotary,
+    padded_vocab_size,
     silu_and_mul,
 )
 from r1_runtime.models.llama_config import LlamaConfig
+from r1_runtime.models.parallel import ModelShard, TensorSlice, kv_head_range
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # cos and signed sin of the step's positions
 
 
 class Attention(KernelModule):
-    def __init__(self, config: LlamaConfig, layer_index: int) -> None:
+    """This rank's query heads and the KV heads they read (`kv_head_range`); `cache_index`
+    is the layer's place in this rank's KV cache."""
+
+    def __init__(self, config: LlamaConfig, cache_index: int, shard: ModelShard) -> None:
         super().__init__()
-        self.layer_index = layer_index
-        self.num_heads = config.num_heads
-        self.num_kv_heads = config.num_kv_heads
+        self.layer_index = cache_index
+        self.num_heads = shard.split(config.num_heads, "num_attention_heads")
+        self.num_kv_heads = len(kv_head_range(config.num_kv_heads, shard))
         self.head_dim = config.head_dim
-        q_size = config.num_heads * config.head_dim
-        kv_size = config.num_kv_heads * config.head_dim
+        q_size = self.num_heads * config.head_dim
+        kv_size = self.num_kv_heads * config.head_dim
         self.qk_size = q_size + kv_size
         self.qkv_proj = Linear(config.hidden_size, q_size + 2 * kv_size, bias=config.qkv_bias)
-        self.o_proj = Linear(q_size, config.hidden_size, bias=config.o_bias)
+        self.o_proj = RowParallelLinear(
+            config.num_heads * config.head_dim, config.hidden_size, shard, bias=config.o_bias
+        )
 
     def forward(self, x: torch.Tensor, rope: Rope, residual: torch.Tensor) -> torch.Tensor:
         """`residual` plus the attention's output; writes this layer's keys and values."""
@@ -54,11 +62,12 @@ class Attention(KernelModule):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: LlamaConfig) -> None:
+    def __init__(self, config: LlamaConfig, shard: ModelShard) -> None:
         super().__init__()
         size, bias = config.intermediate_size, config.mlp_bias
-        self.gate_up_proj = Linear(config.hidden_size, 2 * size, bias=bias)
-        self.down_proj = Linear(size, config.hidden_size, bias=bias)
+        local_size = shard.split(size, "intermediate_size")
+        self.gate_up_proj = Linear(config.hidden_size, 2 * local_size, bias=bias)
+        self.down_proj = RowParallelLinear(size, config.hidden_size, shard, bias=bias)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """`residual` plus the MLP's output."""
@@ -67,10 +76,10 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: LlamaConfig, layer_index: int) -> None:
+    def __init__(self, config: LlamaConfig, cache_index: int, shard: ModelShard) -> None:
         super().__init__()
-        self.self_attn = Attention(config, layer_index)
-        self.mlp = MLP(config)
+        self.self_attn = Attention(config, cache_index, shard)
+        self.mlp = MLP(config, shard)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
@@ -81,23 +90,37 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    """`model.*` of the checkpoint: embeddings, layers, final norm."""
+    """`model.*` of the checkpoint: embeddings, layers, final norm; of a pipeline stage, its
+    layers (the others are empty placeholders, so that parameter names keep the checkpoint's
+    layer numbers), the embedding on the first stage and the norm on the last."""
 
-    def __init__(self, config: LlamaConfig, max_positions: int) -> None:
+    def __init__(self, config: LlamaConfig, max_positions: int, shard: ModelShard) -> None:
         super().__init__()
-        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        layers = shard.stage_layers(config.num_layers)
+        self.embed_tokens = (
+            VocabEmbedding(config.vocab_size, config.hidden_size, shard)
+            if shard.is_first_stage
+            else None
+        )
+        self.layers = nn.ModuleList(
+            DecoderLayer(config, i - layers.start, shard) if i in layers else nn.Identity()
+            for i in range(config.num_layers)
+        )
+        self.norm = (
+            RMSNorm(config.hidden_size, config.rms_norm_eps) if shard.is_last_stage else None
+        )
         self.rotary_emb = RotaryEmbedding(
             config.head_dim, max_positions, config.rope_theta, config.rope_scaling
         )
 
 
 class LlamaForCausalLM(PagedCausalLM):
-    """Llama or Qwen2 with Hugging Face parameter names, q/k/v and gate/up fused.
+    """Llama or Qwen2 with Hugging Face parameter names, q/k/v and gate/up fused; the part
+    `shard` names of it (`models.parallel`).
 
-    `forward` returns the last hidden states before the final norm for every token;
-    `compute_logits` turns the few rows that are sampled into fp32 logits.
+    `forward` runs this stage's layers and returns their last hidden states, before the final
+    norm, for every token; `compute_logits` turns the few rows that are sampled into fp32
+    logits over the whole vocabulary.
     """
 
     packed_modules: ClassVar[dict[str, tuple[str, Shard]]] = {
@@ -108,11 +131,21 @@ class LlamaForCausalLM(PagedCausalLM):
         "up_proj": ("gate_up_proj", 1),
     }
 
-    def __init__(self, config: LlamaConfig, max_positions: int) -> None:
+    def __init__(
+        self, config: LlamaConfig, max_positions: int, shard: ModelShard | None = None
+    ) -> None:
         super().__init__()
         self.config = config
-        self.model = LlamaModel(config, max_positions)
-        self.lm_head = Linear(config.hidden_size, config.vocab_size)
+        self.shard = shard = shard or ModelShard()
+        self.layer_range = shard.stage_layers(config.num_layers)
+        self.num_kv_heads = len(kv_head_range(config.num_kv_heads, shard))
+        self.num_heads = shard.split(config.num_heads, "num_attention_heads")
+        self.model = LlamaModel(config, max_positions, shard)
+        self.lm_head = (
+            Linear(config.hidden_size, padded_vocab_size(config.vocab_size, shard) // shard.tp_size)
+            if shard.is_last_stage
+            else None
+        )
         self.tie_weights()
 
     @classmethod
@@ -122,54 +155,105 @@ class LlamaForCausalLM(PagedCausalLM):
     def tie_weights(self) -> None:
         """Share the embedding with the output projection when the config says so (again after
         `to_empty`, which unties parameters)."""
-        if self.config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+        embed = self.model.embed_tokens
+        if self.config.tie_word_embeddings and embed is not None and self.lm_head is not None:
+            self.lm_head.weight = embed.weight
 
     def reset_buffers(self) -> None:
         self.tie_weights()
         self.model.rotary_emb.reset_tables()
 
     def kv_cache_shape(self, num_blocks: int, block_size: int) -> tuple[int, ...]:
-        """`[num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim]`: keys, values."""
-        config = self.config
-        return (config.num_layers, 2, num_blocks, block_size, config.num_kv_heads, config.head_dim)
+        """`[layers, 2, num_blocks, block_size, kv_heads, head_dim]` of this rank: keys, values."""
+        layers, head_dim = len(self.layer_range), self.config.head_dim
+        return (layers, 2, num_blocks, block_size, self.num_kv_heads, head_dim)
 
     def step(self, kv_cache: torch.Tensor, meta: AttentionMetadata) -> AbstractContextManager[None]:
-        attention = LayerAttention.for_model(meta, self.config.num_queries_per_kv, kv_cache.dtype)
+        queries_per_kv = self.num_heads // self.num_kv_heads
+        attention = LayerAttention.for_model(meta, queries_per_kv, kv_cache.dtype)
         return self.kernels.step(kv_cache, attention)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        x: torch.Tensor = self.model.embed_tokens(input_ids)
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        embed = self.model.embed_tokens
+        x = embed(input_ids) if embed is not None else hidden
+        assert x is not None, "a stage after the first continues from the previous one's"
         rope = self.model.rotary_emb(positions)
-        for layer in self.model.layers:
-            x = layer(x, rope)
+        for index in self.layer_range:
+            x = self.model.layers[index](x, rope)
         return x
 
-    def sampled_logits(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, sample_indices: torch.Tensor
+    def stage_output(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        sample_indices: torch.Tensor,
+        hidden: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden = self(input_ids, positions)
-        return self.compute_logits(hidden[sample_indices])
+        out = self(input_ids, positions, hidden)
+        return self.compute_logits(out[sample_indices]) if self.lm_head is not None else out
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.lm_head(self.model.norm(hidden))
+        assert self.model.norm is not None and self.lm_head is not None
+        local: torch.Tensor = self.lm_head(self.model.norm(hidden))
+        logits = self.shard.all_gather_columns(local)[:, : self.config.vocab_size]
         return logits.float()
+
+    def held_parameter(self, name: str) -> str | None:
+        """Our parameter a checkpoint parameter name fills on this rank; None when this
+        pipeline stage does not hold it. The last stage's output projection reads a tied
+        embedding from the embedding's name."""
+        if name.startswith("model.layers."):
+            return name if int(name.split(".")[2]) in self.layer_range else None
+        if name.startswith("model.embed_tokens."):
+            if self.shard.is_first_stage:
+                return name
+            tied = self.config.tie_word_embeddings and self.lm_head is not None
+            return name.replace("model.embed_tokens.", "lm_head.") if tied else None
+        if name.startswith(("model.norm.", "lm_head.")):
+            return name if self.shard.is_last_stage else None
+        return name
 
     def shard_offset(self, param_name: str, shard: Shard) -> tuple[int, int]:
         config = self.config
         if "qkv_proj" in param_name:
-            q_size = config.num_heads * config.head_dim
-            kv_size = config.num_kv_heads * config.head_dim
+            q_size = self.num_heads * config.head_dim
+            kv_size = self.num_kv_heads * config.head_dim
             return {"q": (0, q_size), "k": (q_size, kv_size), "v": (q_size + kv_size, kv_size)}[
                 str(shard)
             ]
-        size = config.intermediate_size
+        size = config.intermediate_size // self.shard.tp_size
         return int(shard) * size, size
+
+    def checkpoint_slice(self, param_name: str, shard: Shard | None) -> TensorSlice | None:
+        """The part of a checkpoint tensor this tensor-parallel rank reads; None: all of it."""
+        rank, config = self.shard.tp_rank, self.config
+        if self.shard.tp_size == 1:
+            return None
+        head_dim = config.head_dim
+        if "qkv_proj" in param_name:
+            if shard == "q":
+                return TensorSlice(0, rank * self.num_heads * head_dim, self.num_heads * head_dim)
+            first_kv = kv_head_range(config.num_kv_heads, self.shard).start
+            return TensorSlice(0, first_kv * head_dim, self.num_kv_heads * head_dim)
+        local_mlp = config.intermediate_size // self.shard.tp_size
+        if "gate_up_proj" in param_name:
+            return TensorSlice(0, rank * local_mlp, local_mlp)
+        if param_name.endswith("o_proj.weight"):
+            return TensorSlice(1, rank * self.num_heads * head_dim, self.num_heads * head_dim)
+        if param_name.endswith("down_proj.weight"):
+            return TensorSlice(1, rank * local_mlp, local_mlp)
+        if param_name in ("model.embed_tokens.weight", "lm_head.weight"):
+            rows = padded_vocab_size(config.vocab_size, self.shard) // self.shard.tp_size
+            return TensorSlice(0, rank * rows, rows)
+        return None
 
     def native_decoder(self) -> Any | None:
         """`r1_native.Decoder` over this model's packed weights (the native kernels must be
-        loaded): a decode step in one call; None when the weights are not packed."""
-        if self.lm_head.packed_weight is None:
+        loaded): a decode step in one call; None when the weights are not packed or the model
+        is split over ranks."""
+        if self.shard != ModelShard() or self.lm_head is None or self.lm_head.packed_weight is None:
             return None
         config, inner = self.config, self.model
         weights: list[torch.Tensor | None] = []
@@ -181,6 +265,7 @@ class LlamaForCausalLM(PagedCausalLM):
             weights += [layer.input_layernorm.weight, packed[0], packed[1]]
             weights += [layer.post_attention_layernorm.weight, packed[2], packed[3]]
             biases += [linear.bias for linear in linears]
+        assert inner.embed_tokens is not None and inner.norm is not None
         return torch.classes.r1_native.Decoder(
             inner.embed_tokens.weight,
             weights,

@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
 
 from r1_runtime.model_info import ModelInfo
 from r1_runtime.models.base import PagedCausalLM, Shard
+from r1_runtime.models.parallel import ModelShard, TensorSlice
 from r1_runtime.models.registry import OwnModel
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved
 
 
 def load_model(
-    own: OwnModel, info: ModelInfo, *, dtype: torch.dtype, device: torch.device, max_positions: int
+    own: OwnModel,
+    info: ModelInfo,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    max_positions: int,
+    shard: ModelShard | None = None,
 ) -> PagedCausalLM:
-    """`own.model_class` filled from `info.directory` (*.safetensors, sharded or not), with
-    position tables for `max_positions` positions. Raises if any parameter is left unfilled."""
+    """`own.model_class` (the part `shard` names, all of it by default) filled from
+    `info.directory` (*.safetensors, sharded or not), with position tables for
+    `max_positions` positions. Reads only this rank's slices of the checkpoint. Raises if
+    any parameter is left unfilled."""
     with torch.device("meta"):
-        model = own.model_class(own.config, max_positions)
+        model = own.model_class(own.config, max_positions, shard)
     model = model.to(dtype=dtype).to_empty(device=device)
     model.reset_buffers()
     load_weights(model, info.directory)
@@ -43,34 +52,64 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
 
 
 @torch.no_grad()
-def load_weights(model: PagedCausalLM, model_dir: Path) -> None:
+def load_weights(model: PagedCausalLM, model_dir: Path) -> int:
+    """Fill every parameter of `model` from the checkpoint; the bytes read (this rank's
+    slices only)."""
     params = dict(model.named_parameters())  # NOTE: a tied lm_head.weight is not listed
     filled: set[tuple[str, Shard | None]] = set()
-    for name, tensor in _checkpoint_tensors(model_dir):
-        param_name, shard = _target(name, model.packed_modules)
-        if param_name not in params:
-            if name == "lm_head.weight" and model.config.tie_word_embeddings:
-                continue
-            raise ValueError(f"checkpoint tensor {name!r} has no parameter in the model")
-        target: torch.Tensor = params[param_name]
-        if shard is not None:
-            start, size = model.shard_offset(param_name, shard)
-            target = target[start : start + size]
-        if target.shape != tensor.shape:
-            raise ValueError(f"{name!r}: checkpoint shape {tuple(tensor.shape)} != {target.shape}")
-        target.copy_(tensor)
-        filled.add((param_name, shard))
-    missing = _expected(params, model.packed_modules) - filled
-    if missing:
-        raise ValueError(f"parameters missing from the checkpoint: {sorted(map(str, missing))}")
-
-
-def _checkpoint_tensors(model_dir: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    bytes_read = 0
     for path in checkpoint_files(model_dir):
         with safe_open(path, framework="pt", device="cpu") as f:
             for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                if not name.endswith(IGNORED_SUFFIXES):
-                    yield name, f.get_tensor(name)
+                if name.endswith(IGNORED_SUFFIXES):
+                    continue
+                held = model.held_parameter(name)
+                if held is None:
+                    continue
+                param_name, shard = _target(held, model.packed_modules)
+                if param_name not in params:
+                    if name == "lm_head.weight" and model.config.tie_word_embeddings:
+                        continue
+                    raise ValueError(f"checkpoint tensor {name!r} has no parameter in the model")
+                target: torch.Tensor = params[param_name]
+                if shard is not None:
+                    start, size = model.shard_offset(param_name, shard)
+                    target = target[start : start + size]
+                tensor = _read(f, name, model.checkpoint_slice(param_name, shard))
+                _fill(target, tensor, name)
+                bytes_read += tensor.nbytes
+                filled.add((param_name, shard))
+    missing = _expected(params, model.packed_modules) - filled
+    if missing:
+        raise ValueError(f"parameters missing from the checkpoint: {sorted(map(str, missing))}")
+    return bytes_read
+
+
+def _read(f: Any, name: str, part: TensorSlice | None) -> torch.Tensor:
+    """The checkpoint tensor `name`, or only `part` of it: a sliced read, never the whole."""
+    if part is None:
+        tensor: torch.Tensor = f.get_tensor(name)
+        return tensor
+    view = f.get_slice(name)
+    rows = slice(part.start, part.start + part.size)
+    sliced: torch.Tensor = view[rows] if part.dim == 0 else view[:, rows]
+    return sliced
+
+
+def _fill(target: torch.Tensor, tensor: torch.Tensor, name: str) -> None:
+    """Copy into `target`; rows past the end of a padded vocabulary's slice become zeros."""
+    if (
+        target.shape[1:] != tensor.shape[1:]
+        or tensor.shape[0] > target.shape[0]
+        or (
+            tensor.shape[0] < target.shape[0]
+            and "embed_tokens" not in name
+            and "lm_head" not in name
+        )
+    ):
+        raise ValueError(f"{name!r}: checkpoint shape {tuple(tensor.shape)} != {target.shape}")
+    target[: tensor.shape[0]].copy_(tensor)
+    target[tensor.shape[0] :].zero_()
 
 
 def _target(name: str, packed: dict[str, tuple[str, Shard]]) -> tuple[str, Shard | None]:

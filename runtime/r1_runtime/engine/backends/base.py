@@ -48,13 +48,16 @@ class Backend(ABC):
 
     @abstractmethod
     def run(self, inputs: StepInputs) -> torch.Tensor:
-        """One step: fp32 logits `[num_sampled, vocab]` of the sampled rows."""
+        """One step: fp32 logits `[num_sampled, vocab]` of the sampled rows (before the last
+        pipeline stage: the hidden states for the next, see `PagedCausalLM.stage_output`)."""
 
 
 def run_model(model: PagedCausalLM, kv_cache: torch.Tensor, inputs: StepInputs) -> torch.Tensor:
     """The model's step as it is, op by op."""
     with model.step(kv_cache, inputs.meta):
-        return model.sampled_logits(inputs.input_ids, inputs.positions, inputs.sample_indices)
+        return model.stage_output(
+            inputs.input_ids, inputs.positions, inputs.sample_indices, inputs.hidden
+        )
 
 
 def package_version(name: str) -> str | None:

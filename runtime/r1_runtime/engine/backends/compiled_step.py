@@ -15,7 +15,7 @@ AFTER_WARM_UP = "eager_on_recompile"
 
 
 class CompiledStep:
-    """`model.sampled_logits` through torch.compile. The model's attention kernels are opaque
+    """`model.stage_output` through torch.compile. The model's attention kernels are opaque
     ops reading the step's cache and masks from `model.step` (see `kernels.ops.StepAttention`),
     so the graph only sees the number of tokens and of sampled rows. `stance` is
     torch.compile's (`torch.compiler.set_stance`) for each step.
@@ -37,7 +37,7 @@ class CompiledStep:
         self.kv_cache = kv_cache
         self.decoder = decoder
         self.compiled = torch.compile(
-            model.sampled_logits, backend=backend, dynamic=True, fullgraph=True, **options
+            model.stage_output, backend=backend, dynamic=True, fullgraph=True, **options
         )
         self.stance = "default"
 
