@@ -17,31 +17,44 @@ PACKAGES = {"r1_operator": ROOT / "operator", "r1_runtime": ROOT / "runtime"}
 MAX_RUNTIME_MODULE_LINES = 300
 
 # What each part of the runtime may import of the project (the longest matching prefix
-# applies; a part may always import itself). cli -> server -> build -> engine / engine_cache
-# -> models -> models.kernels, beside leaves that import nothing of ours but each other.
+# applies; a part may always import itself). cli -> replica -> server -> build -> plan /
+# distributed -> engine / engine_cache -> models -> models.kernels, beside leaves that import
+# nothing of ours but each other.
 RUNTIME = "r1_runtime"
 MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "r1_runtime": (),  # the package itself; every module has a longer entry of its own
     "r1_runtime.cli": ("r1_runtime",),
+    "r1_runtime.replica": (
+        "r1_runtime.build", "r1_runtime.config", "r1_runtime.distributed", "r1_runtime.logs",
+        "r1_runtime.model_info", "r1_runtime.plan", "r1_runtime.server",
+    ),
     "r1_runtime.server": (
-        "r1_runtime.build", "r1_runtime.config", "r1_runtime.engine", "r1_runtime.engine_cache",
-        "r1_runtime.logs", "r1_runtime.model_info", "r1_runtime.security",
+        "r1_runtime.build", "r1_runtime.config", "r1_runtime.distributed", "r1_runtime.engine",
+        "r1_runtime.engine_cache", "r1_runtime.logs", "r1_runtime.model_info",
+        "r1_runtime.plan", "r1_runtime.security",
     ),
     "r1_runtime.build": (
-        "r1_runtime.config", "r1_runtime.engine", "r1_runtime.engine_cache",
-        "r1_runtime.model_info", "r1_runtime.models",
+        "r1_runtime.config", "r1_runtime.distributed", "r1_runtime.engine",
+        "r1_runtime.engine_cache", "r1_runtime.model_info", "r1_runtime.models",
+        "r1_runtime.plan",
     ),
+    "r1_runtime.plan": (
+        "r1_runtime.config", "r1_runtime.engine", "r1_runtime.model_info", "r1_runtime.models",
+    ),
+    "r1_runtime.distributed": ("r1_runtime.engine", "r1_runtime.layout", "r1_runtime.models"),
     "r1_runtime.engine_cache": (
         "r1_runtime.config", "r1_runtime.file_lock", "r1_runtime.files", "r1_runtime.security",
     ),
     "r1_runtime.engine": ("r1_runtime.models", "r1_runtime.model_info"),
-    "r1_runtime.models": ("r1_runtime.model_info",),
+    "r1_runtime.models": ("r1_runtime.layout", "r1_runtime.model_info"),
     "r1_runtime.models.kernels": (),
     "r1_runtime.logs": ("r1_runtime.config",),
-    "r1_runtime.config": ("r1_runtime.files", "r1_runtime.security"),
+    "r1_runtime.flags": ("r1_runtime.config",),
+    "r1_runtime.config": ("r1_runtime.files", "r1_runtime.layout", "r1_runtime.security"),
     "r1_runtime.fetch": ("r1_runtime.file_lock", "r1_runtime.files"),
     "r1_runtime.security": (),
     "r1_runtime.demo": (),
+    "r1_runtime.layout": (),
     "r1_runtime.model_info": ("r1_runtime.files",),
     "r1_runtime.file_lock": (),
     "r1_runtime.files": (),

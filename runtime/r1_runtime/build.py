@@ -1,11 +1,9 @@
 """(`RuntimeConfig`, `ModelInfo`) → a ready engine: the one place an engine is assembled, for
 `serve`, `build`, the benchmarks and the tests.
 
-`plan_engine` settles what the config asks for before any weight is loaded (backend, device,
-dtype, our model or the transformers fallback) and refuses what cannot run here with a
-`ConfigError` naming the flag; `build_engine` loads the weights, sizes and allocates the KV
-cache, and prepares the backend: from the engine cache's entry (keyed by `cached_engine_key`),
-or built into it.
+`build_engine` builds what `plan.plan_engine` settled: it loads the weights (a rank's shard of
+them in a parallel replica), sizes and allocates the KV cache, and prepares the backend: from
+the engine cache's entry (keyed by `cached_engine_key`), or built into it.
 """
 
 from __future__ import annotations
@@ -17,10 +15,13 @@ from functools import partial
 import torch
 
 from r1_runtime.config import ConfigError, RuntimeConfig
-from r1_runtime.engine.backends import Backend, BackendUnavailableError, get_backend
+from r1_runtime.distributed.driver import DriverRunner
+from r1_runtime.distributed.group import ProcessGroups
+from r1_runtime.distributed.stage import StageRunner
 from r1_runtime.engine.kv_cache import allocate_kv_cache, bytes_per_block, kv_cache_budget
 from r1_runtime.engine.llm_engine import LLMEngine
 from r1_runtime.engine.model_runner import ModelRunner, PagedModelRunner, RecomputeModelRunner
+from r1_runtime.engine.sampler import Sampler
 from r1_runtime.engine.scheduler import SchedulerConfig
 from r1_runtime.engine.warm_up import warm_up
 from r1_runtime.engine_cache.resolve import (
@@ -32,49 +33,19 @@ from r1_runtime.engine_cache.resolve import (
 )
 from r1_runtime.engine_cache.store import Resolved
 from r1_runtime.model_info import ModelInfo
-from r1_runtime.models.base import PagedCausalLM, UnsupportedConfigError
+from r1_runtime.models.base import PagedCausalLM
 from r1_runtime.models.kernels.attention import can_use_flash_attention
 from r1_runtime.models.kernels.ops import can_pack
 from r1_runtime.models.loader import load_model
-from r1_runtime.models.registry import OwnModel, own_model
+from r1_runtime.plan import EnginePlan, plan_engine
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_DTYPE = "bfloat16"  # when neither the flags nor the checkpoint name one
-
-
-@dataclass(frozen=True)
-class EnginePlan:
-    """What a config asks for, settled before any weight is loaded."""
-
-    backend: Backend
-    device: torch.device
-    dtype: torch.dtype
-    own_model: OwnModel | None  # None: the transformers fallback runs the checkpoint
 
 
 @dataclass(frozen=True)
 class BuiltEngine:
     engine: LLMEngine
     cache_entry: Resolved | None  # the engine cache entry it runs from; None for eager
-
-
-def plan_engine(config: RuntimeConfig, info: ModelInfo) -> EnginePlan:
-    """Raises `ConfigError` for a backend that cannot run here or cannot run this model, and
-    for an unknown dtype. Quick: reads nothing but what `info` holds."""
-    device = engine_device(config)
-    try:
-        backend = get_backend(config.backend, device)
-    except BackendUnavailableError as error:
-        raise ConfigError(f"--backend {error}") from error
-    dtype = _dtype(config, info)
-    own = _own_model(info)
-    if own is None and backend.name != "eager":
-        raise ConfigError(
-            f"--backend {backend.name}: this model runs through the transformers fallback, "
-            "which only runs eager; use --backend eager"
-        )
-    return EnginePlan(backend, device, dtype, own)
 
 
 def cached_engine_key(config: RuntimeConfig, plan: EnginePlan) -> EngineKey | None:
@@ -97,17 +68,19 @@ def build_engine(
     *,
     plan: EnginePlan | None = None,
     on_phase: PhaseCallback | None = None,
+    groups: ProcessGroups | None = None,
 ) -> BuiltEngine:
     """The engine `config` describes (planned by `plan_engine`, unless `plan` is given), its
     backend prepared: from the engine cache when the backend builds anything (built on a
-    miss, `on_phase("building")` meanwhile, unless `--no-build-on-start`). Blocking, seconds
-    to minutes."""
+    miss, `on_phase("building")` meanwhile, unless `--no-build-on-start`). With `groups`
+    (rank 0 of a replica that has joined), the engine drives every rank; the others run
+    `build_stage`'s in step. Blocking, seconds to minutes."""
     plan = plan or plan_engine(config, info)
     backend = plan.backend.name
     logger.info(
         "loading %s on %s in %s, backend %s", info.directory, plan.device, plan.dtype, backend
     )
-    runner, num_blocks = _runner(config, info, plan)
+    runner, num_blocks = _runner(config, info, plan, groups)
     max_len = min(_max_model_len(config, info), num_blocks * config.block_size)
     engine = LLMEngine(
         runner, _scheduler_config(config, info, num_blocks), max_len, info.vocab_size
@@ -140,29 +113,6 @@ def find_or_build_entry(config: RuntimeConfig, info: ModelInfo) -> Resolved | No
     return build_engine(config, info, plan=plan).cache_entry
 
 
-def engine_device(config: RuntimeConfig) -> torch.device:
-    """The device `config` names; by default a GPU when one is visible, else the CPU."""
-    if config.device is not None:
-        return torch.device(config.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _own_model(info: ModelInfo) -> OwnModel | None:
-    try:
-        return own_model(info)
-    except UnsupportedConfigError as error:
-        logger.info("%s: using the transformers fallback (%s)", info.directory, error)
-        return None
-
-
-def _dtype(config: RuntimeConfig, info: ModelInfo) -> torch.dtype:
-    name = config.engine_dtype or info.dtype or DEFAULT_DTYPE
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ConfigError(f"{info.directory}/config.json: unknown dtype {name!r}")
-    return dtype
-
-
 def _scheduler_config(config: RuntimeConfig, info: ModelInfo, num_blocks: int) -> SchedulerConfig:
     return SchedulerConfig(
         num_blocks=num_blocks,
@@ -179,34 +129,86 @@ def _max_model_len(config: RuntimeConfig, info: ModelInfo) -> int:
     return config.max_model_len or info.max_position_embeddings
 
 
-def _runner(config: RuntimeConfig, info: ModelInfo, plan: EnginePlan) -> tuple[ModelRunner, int]:
-    """The runner and its number of KV blocks: our model over a KV cache allocated once, or
-    the transformers fallback (no cache: its blocks are bookkeeping)."""
-    blocks_per_seq = -(-_max_model_len(config, info) // config.block_size)
+def build_stage(config: RuntimeConfig, info: ModelInfo, groups: ProcessGroups) -> StageRunner:
+    """A rank's part of the replica's engine (rank 0's is inside `build_engine`'s): its
+    shard of the model and its KV cache, the backend prepared. Call on every rank in step."""
+    plan = plan_engine(config, info)
+    model, cache, _ = _load_paged(config, info, plan, groups)
+    return _stage(config, plan, groups, model, cache)
+
+
+def _runner(
+    config: RuntimeConfig, info: ModelInfo, plan: EnginePlan, groups: ProcessGroups | None
+) -> tuple[ModelRunner, int]:
+    """The runner and its number of KV blocks: our model over a KV cache allocated once
+    (driving the other ranks with `groups`), or the transformers fallback (no cache: its
+    blocks are bookkeeping)."""
     if plan.own_model is None:
         from r1_runtime.models.hf_fallback import HFFallbackModel  # NOTE: imports transformers
 
         fallback = HFFallbackModel(info.directory, dtype=plan.dtype, device=plan.device)
-        num_blocks = config.num_kv_blocks or config.max_num_seqs * blocks_per_seq
+        num_blocks = config.num_kv_blocks or config.max_num_seqs * _blocks_per_seq(config, info)
         return RecomputeModelRunner(fallback), num_blocks
+    model, cache, num_blocks = _load_paged(config, info, plan, groups)
+    if groups is not None:
+        stage = _stage(config, plan, groups, model, cache)
+        return DriverRunner(stage, Sampler(stage.kernels.argmax)), num_blocks
+    use_flash = can_use_flash_attention(plan.device, plan.dtype, config.block_size)
+    runner = PagedModelRunner(
+        model, cache, plan.backend, block_size=config.block_size, use_flash=use_flash
+    )
+    return runner, num_blocks
+
+
+def _load_paged(
+    config: RuntimeConfig, info: ModelInfo, plan: EnginePlan, groups: ProcessGroups | None
+) -> tuple[PagedCausalLM, torch.Tensor, int]:
+    """Our model (this rank's shard of it with `groups`) and its KV cache; every rank of a
+    replica gets as many blocks as the one with the least memory can hold."""
+    assert plan.own_model is not None
+    shard = groups.model_shard(plan.own_model.config.num_layers) if groups else None
     model = load_model(
         plan.own_model,
         info,
         dtype=plan.dtype,
         device=plan.device,
         max_positions=_max_model_len(config, info),
+        shard=shard,
     )
     if plan.device.type == "cpu" and can_pack(plan.dtype):
         model.pack_linear_weights(batch_size=config.max_num_seqs)
-    num_blocks = _num_kv_blocks(config, model, plan, 2 * config.max_num_seqs * blocks_per_seq)
+    max_useful = 2 * config.max_num_seqs * _blocks_per_seq(config, info)
+    num_blocks = _num_kv_blocks(config, model, plan, max_useful)
+    if groups is not None:
+        num_blocks = groups.min_over_ranks(num_blocks)
     cache = allocate_kv_cache(
         model, num_blocks, config.block_size, dtype=plan.dtype, device=plan.device
     )
-    use_flash = can_use_flash_attention(plan.device, plan.dtype, config.block_size)
-    runner = PagedModelRunner(
-        model, cache, plan.backend, block_size=config.block_size, use_flash=use_flash
+    return model, cache, num_blocks
+
+
+def _stage(
+    config: RuntimeConfig,
+    plan: EnginePlan,
+    groups: ProcessGroups,
+    model: PagedCausalLM,
+    cache: torch.Tensor,
+) -> StageRunner:
+    kernels = plan.backend.prepare(model, cache, None, warm_up=lambda: None)
+    return StageRunner(
+        groups,
+        plan.backend,
+        kernels,
+        hidden_size=model.config.hidden_size,
+        vocab_size=model.config.vocab_size,
+        dtype=plan.dtype,
+        block_size=config.block_size,
+        use_flash=can_use_flash_attention(plan.device, plan.dtype, config.block_size),
     )
-    return runner, num_blocks
+
+
+def _blocks_per_seq(config: RuntimeConfig, info: ModelInfo) -> int:
+    return -(-_max_model_len(config, info) // config.block_size)
 
 
 def _num_kv_blocks(

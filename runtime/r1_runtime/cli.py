@@ -10,12 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from r1_runtime.config import (
-    ConfigError,
-    RuntimeConfig,
-    add_engine_arguments,
-    add_serve_arguments,
-)
+from r1_runtime.config import ConfigError, RuntimeConfig
+from r1_runtime.flags import add_engine_arguments, add_serve_arguments
 from r1_runtime.logs import configure_logging
 from r1_runtime.model_info import ModelInfo, ModelInfoError
 
@@ -54,6 +50,10 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     try:
         config = RuntimeConfig.from_args(args, os.environ)
         # Imported here: they pull in torch, which `--help` and flag errors do without.
+        if config.layout.is_distributed:
+            from r1_runtime.replica import serve_replica
+
+            return serve_replica(config, os.environ)
         from r1_runtime.server.model import model_loader
         from r1_runtime.server.serve import serve
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 from r1_runtime import cli
-from r1_runtime.build import BuiltEngine, build_engine, plan_engine
+from r1_runtime.build import BuiltEngine, build_engine
 from r1_runtime.config import ConfigError, RuntimeConfig
 from r1_runtime.engine.backends import BackendUnavailableError, get_backend
 from r1_runtime.engine.backends.compile import INDUCTOR_DIR, CompileBackend
@@ -24,6 +24,7 @@ from r1_runtime.engine.sequence import SamplingParams
 from r1_runtime.engine.step_inputs import prepare_inputs, step_entries
 from r1_runtime.model_info import ModelInfo
 from r1_runtime.models.kernels import PYTHON, TRACEABLE
+from r1_runtime.plan import plan_engine
 
 from .conftest import COMPILE_FLAGS, CompiledCache
 

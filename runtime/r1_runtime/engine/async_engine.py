@@ -23,6 +23,8 @@ from r1_runtime.engine.stats import EngineStats
 
 logger = logging.getLogger(__name__)
 
+IDLE_SECONDS = 5.0  # with nothing to run, `LLMEngine.idle` this often
+
 
 class EngineDeadError(RuntimeError):
     """The engine loop has stopped (shut down, or a step failed); no request can run."""
@@ -97,6 +99,7 @@ class AsyncEngine:
         self._requests: dict[str, RequestHandle] = {}
         self._request_ids = itertools.count()
         self._stopped = threading.Event()
+        self.failure: BaseException | None = None  # why the loop stopped, when a step failed
         self._submit_lock = threading.Lock()  # NOTE: no add is queued once the loop has stopped
         self._thread = threading.Thread(target=self._run, name="r1-engine", daemon=True)
         self._thread.start()
@@ -146,6 +149,7 @@ class AsyncEngine:
                     self._deliver(self._outputs(self._engine.step()))
         except Exception as error:
             logger.exception("engine step failed; failing every request")
+            self.failure = error
             ending = EngineDeadError(f"engine step failed: {error}")
         with self._submit_lock:
             self._stopped.set()
@@ -168,9 +172,10 @@ class AsyncEngine:
         return handles
 
     def _apply_commands(self, *, block: bool) -> bool:
-        """Apply queued commands (waiting for one if `block`); False once told to stop."""
+        """Apply queued commands (waiting for one if `block`, `LLMEngine.idle` every
+        `IDLE_SECONDS` meanwhile); False once told to stop."""
         try:
-            command = self._commands.get(block=block)
+            command = self._next_command(block)
             while True:
                 if isinstance(command, _Stop):
                     return False
@@ -178,6 +183,14 @@ class AsyncEngine:
                 command = self._commands.get_nowait()
         except queue.Empty:
             return True
+
+    def _next_command(self, block: bool) -> _Add | _Abort | _Stop:
+        while block:
+            try:
+                return self._commands.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                self._engine.idle()
+        return self._commands.get_nowait()
 
     def _apply(self, command: _Add | _Abort) -> None:
         if isinstance(command, _Abort):

@@ -93,6 +93,10 @@ class LLMEngine:
         self._publish_stats(batch.num_tokens, time.perf_counter() - started)
         return outputs
 
+    def idle(self) -> None:
+        """Nothing to run: let the runner check on what it depends on (the other ranks)."""
+        self.runner.idle()
+
     def abort(self, request_id: str) -> bool:
         """Finish a request now and free its KV blocks; False if unknown or finished."""
         aborted = self.scheduler.abort(request_id)

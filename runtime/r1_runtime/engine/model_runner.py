@@ -26,6 +26,10 @@ class ModelRunner(Protocol):
         """Compute the batch's tokens; one sampled id per `batch.sampled` entry, in order."""
         ...
 
+    def idle(self) -> None:
+        """Called every few seconds while no request runs (a replica checks its ranks)."""
+        ...
+
 
 class PagedModelRunner:
     """Our model over a KV cache allocated once, its steps run by `backend` once `prepare`
@@ -66,6 +70,9 @@ class PagedModelRunner:
         sampled = self.sampler(logits, [entry.seq for entry in batch.sampled])
         return list(sampled.tolist())  # NOTE: the step's only host-device sync
 
+    def idle(self) -> None:
+        pass
+
 
 class RecomputeModelRunner:
     """The transformers fallback: each sampled sequence is recomputed from its first token."""
@@ -81,3 +88,6 @@ class RecomputeModelRunner:
             return []
         logits = self.model.last_token_logits([seq.token_ids for seq in seqs])
         return list(self.sampler(logits, seqs).tolist())
+
+    def idle(self) -> None:
+        pass

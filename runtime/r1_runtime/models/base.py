@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from r1_runtime.layout import ParallelLayout
 from r1_runtime.models.kernels import Kernels
 from r1_runtime.models.kernels.attention import AttentionMetadata
 from r1_runtime.models.layers import KernelModule, Linear
@@ -39,6 +40,17 @@ class PagedCausalLM(KernelModule):
     def config_from(cls, raw: dict[str, Any]) -> Any:
         """This model's config from config.json; `UnsupportedConfigError` for what it does
         not run."""
+
+    @classmethod
+    def parallel_problem(cls, config: Any, layout: ParallelLayout) -> str | None:
+        """Why this model cannot be split as `layout` says, naming the flag and the fix;
+        None when it can. By default it cannot be split at all."""
+        if layout.is_distributed:
+            return (
+                f"{cls.__name__} does not run tensor or pipeline parallel here: "
+                "--tensor-parallel-size and --pipeline-parallel-size must be 1"
+            )
+        return None
 
     @abstractmethod
     def reset_buffers(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, cast
 import torch
 from torch import nn
 
+from r1_runtime.layout import ParallelLayout
 from r1_runtime.models.base import PagedCausalLM, Shard
 from r1_runtime.models.kernels.attention import AttentionMetadata, LayerAttention
 from r1_runtime.models.layers import (
@@ -151,6 +152,10 @@ class LlamaForCausalLM(PagedCausalLM):
     @classmethod
     def config_from(cls, raw: dict[str, Any]) -> LlamaConfig:
         return LlamaConfig.from_dict(raw)
+
+    @classmethod
+    def parallel_problem(cls, config: LlamaConfig, layout: ParallelLayout) -> str | None:
+        return config.parallel_problem(layout)
 
     def tie_weights(self) -> None:
         """Share the embedding with the output projection when the config says so (again after

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from r1_runtime.layout import ParallelLayout
 from r1_runtime.models.base import UnsupportedConfigError
 from r1_runtime.models.layers import RopeScaling
 
@@ -35,6 +36,30 @@ class LlamaConfig:
     @property
     def num_queries_per_kv(self) -> int:
         return self.num_heads // self.num_kv_heads
+
+    def parallel_problem(self, layout: ParallelLayout) -> str | None:
+        """Why the model cannot be split as `layout` says (`PagedCausalLM.parallel_problem`)."""
+        tp, pp = layout.tensor_parallel_size, layout.pipeline_parallel_size
+        fix = f"choose a --tensor-parallel-size that divides it, not {tp}"
+        if self.num_heads % tp:
+            return f"--tensor-parallel-size does not divide the {self.num_heads} heads: {fix}"
+        if self.intermediate_size % tp:
+            return (
+                f"--tensor-parallel-size does not divide intermediate_size "
+                f"{self.intermediate_size}: {fix}"
+            )
+        kv = self.num_kv_heads
+        if kv % tp and tp % kv:
+            return (
+                f"--tensor-parallel-size {tp} neither divides the {kv} KV heads nor is a "
+                f"multiple of them: choose one that is"
+            )
+        if pp > self.num_layers:
+            return (
+                f"--pipeline-parallel-size {pp} exceeds the model's {self.num_layers} layers: "
+                "every stage needs at least one"
+            )
+        return None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LlamaConfig:

@@ -73,7 +73,7 @@ class ServerMetrics:
         )
         self.registry.register(_EngineCollector(self._labels, engine_stats))
         if phase is not None:
-            self.registry.register(_PhaseCollector(self._labels, phase))
+            self.registry.register(PhaseCollector(self._labels, phase))
 
     def render(self) -> bytes:
         """The text exposition format of every metric."""
@@ -168,11 +168,11 @@ class _EngineCollector(Collector):
             yield counter
 
 
-class _PhaseCollector(Collector):
+class PhaseCollector(Collector):
     """`r1_runtime:phase`: 1 for the server's current phase, 0 for the others (one series
     per phase, as kube-state-metrics does for pod phases)."""
 
-    PHASES = ("loading", "building", "ready", "draining")
+    PHASES = ("loading", "building", "ready", "draining", "failed")
 
     def __init__(self, labels: dict[str, str], phase: Callable[[], str]) -> None:
         self._labels = labels
@@ -182,7 +182,7 @@ class _PhaseCollector(Collector):
         current = self._phase()
         gauge = GaugeMetricFamily(
             "r1_runtime:phase",
-            "1 for the server's phase (loading, building, ready, draining), 0 for the others.",
+            "1 for the server's phase (loading, building, ready, draining, failed), 0 for others.",
             labels=(*self._labels, "phase"),
         )
         for phase in self.PHASES:

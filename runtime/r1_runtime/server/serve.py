@@ -46,7 +46,8 @@ class DrainingServer(uvicorn.Server):
         self.state.begin_drain()
 
     async def on_tick(self, counter: int) -> bool:
-        if self.state.load_error is not None or self.state.is_drained():
+        state = self.state
+        if state.load_error is not None or state.engine_failure is not None or state.is_drained():
             self.should_exit = True
         return await super().on_tick(counter)
 
@@ -103,8 +104,10 @@ def build_server(config: RuntimeConfig, loader: Loader, **uvicorn_options: Any) 
 
 
 def serve(config: RuntimeConfig, loader: Loader) -> int:
-    """Serve until drained; the exit status is 1 if the model failed to load."""
+    """Serve until drained; the exit status is 1 if the model failed to load or the engine
+    failed while serving (requests in flight then end with an error)."""
     configure_logging(config.log_dir, "runtime.log", required=True)
     server = build_server(config, loader)
     server.run()
-    return 1 if server.state.load_error is not None else 0
+    state = server.state
+    return 1 if state.load_error is not None or state.engine_failure is not None else 0

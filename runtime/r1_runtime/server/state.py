@@ -38,9 +38,17 @@ class ServerState:
         return self._drain_deadline is not None
 
     @property
+    def engine_failure(self) -> BaseException | None:
+        """Why the engine stopped (a step failed: e.g. a rank of the replica died); the
+        server then exits non-zero."""
+        return None if self.model is None else self.model.engine.failure
+
+    @property
     def phase(self) -> str:
-        """`loading`, `building`, `ready` or `draining`: what `/ready` and the
+        """`loading`, `building`, `ready`, `draining` or `failed`: what `/ready` and the
         `r1_runtime:phase` gauge report."""
+        if self.engine_failure is not None:
+            return "failed"
         if self.is_draining:
             return "draining"
         return "ready" if self.model is not None else self._startup_phase
@@ -56,6 +64,8 @@ class ServerState:
 
     def admit(self) -> LoadedModel:
         """The model, for a new request; a 503 while starting or draining."""
+        if self.engine_failure is not None:
+            raise APIError(503, "the engine failed; the server is exiting", code="engine_failed")
         if self.is_draining:
             raise APIError(503, "the server is shutting down", code="draining")
         if self.model is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from r1_runtime import build, cli
+from r1_runtime import build, cli, plan
 from r1_runtime.cli import main
 from r1_runtime.config import RuntimeConfig
 from r1_runtime.model_info import ModelInfo
@@ -81,7 +81,7 @@ def test_build_refuses_the_serving_flags(flag: str) -> None:
 @pytest.fixture
 def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FileBackend:
     files = FileBackend(tmp_path / "builds.log", name="compile")
-    monkeypatch.setattr(build, "get_backend", lambda name, device: files)
+    monkeypatch.setattr(plan, "get_backend", lambda name, device: files)
     return files
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from r1_runtime import build
+from r1_runtime import build, plan
 from r1_runtime.cli import main
 from r1_runtime.config import RuntimeConfig
 from r1_runtime.engine.sequence import SamplingParams
@@ -26,7 +26,7 @@ from .fakes import FileBackend, count_builds
 @pytest.fixture
 def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FileBackend:
     files = FileBackend(tmp_path / "builds.log", name="compile", gate=threading.Event())
-    monkeypatch.setattr(build, "get_backend", lambda name, device: files)
+    monkeypatch.setattr(plan, "get_backend", lambda name, device: files)
     return files
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from r1_runtime.build import plan_engine
 from r1_runtime.cli import main
-from r1_runtime.config import ConfigError, RuntimeConfig, Settings, add_serve_arguments
+from r1_runtime.config import ConfigError, RuntimeConfig, Settings
+from r1_runtime.flags import add_serve_arguments
 from r1_runtime.model_info import ModelInfo
+from r1_runtime.plan import plan_engine
 
 ROOT = Path(__file__).resolve().parents[3]
 FLAGS_DOC = ROOT / "docs" / "runtime-flags.md"
@@ -137,8 +138,12 @@ def test_a_single_node_pod_command_line_is_a_valid_config(files: dict[str, Path]
     ("changes", "message"),
     [
         pytest.param({"--precision": "fp8"}, "quantized engine", id="fp8 compute"),
-        pytest.param({"--tensor-parallel-size": "2"}, "not implemented", id="tensor parallel"),
-        pytest.param({"--nnodes": "2", "--node-rank": "1"}, "not implemented", id="multi-node"),
+        pytest.param(
+            {"--tensor-parallel-size": "3", "--nnodes": "2", "--node-rank": "1"},
+            "--nnodes 2 does not divide",
+            id="ranks that do not split evenly over the nodes",
+        ),
+        pytest.param({"--collective-timeout": "-1"}, "--collective-timeout", id="negative wait"),
         pytest.param({"--node-rank": "3"}, "--node-rank 3", id="a rank outside the group"),
         pytest.param({"--gpu-memory-utilization": "0.05"}, "(0.1, 0.99]", id="memory share"),
         pytest.param({"--max-num-seqs": "9000"}, "--max-batch-tokens", id="batch below seqs"),
@@ -155,6 +160,40 @@ def test_a_value_that_cannot_be_honoured_is_refused(
     values = single_node(files, **changes)
     with pytest.raises(ConfigError, match=re.escape(message)):
         config_of(values)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param(
+            {"--tensor-parallel-size": "3"}, "does not divide the 8 heads", id="heads over TP3"
+        ),
+        pytest.param(
+            {"--pipeline-parallel-size": "9"}, "exceeds the model's 8 layers", id="PP9 of 8 layers"
+        ),
+        pytest.param(
+            {"--tensor-parallel-size": "2", "--backend": "compile"},
+            "--backend compile is not built for",
+            id="a compiled engine split over ranks",
+        ),
+    ],
+)
+def test_a_layout_the_model_cannot_take_is_refused_before_loading(
+    files: dict[str, Path], changes: dict[str, str | None], message: str
+) -> None:
+    config = config_of(single_node(files, **changes))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        plan_engine(config, ModelInfo.read(config.model))
+
+
+def test_a_layout_over_the_transformers_fallback_is_refused(
+    demo_deepseek_v3_dir: Path,
+) -> None:
+    config = RuntimeConfig(
+        model=demo_deepseek_v3_dir, served_model_name="v3", tensor_parallel_size=2
+    )
+    with pytest.raises(ConfigError, match="transformers fallback, which runs on one device"):
+        plan_engine(config, ModelInfo.read(config.model))
 
 
 def test_a_client_ca_needs_a_server_certificate(files: dict[str, Path]) -> None:
