@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
-KEY_SCHEMA = 1  # bump when the meaning of an input changes; every old entry becomes a miss
+KEY_SCHEMA = 2  # bump when the meaning of an input changes; every old entry becomes a miss
 DISTRIBUTION = "r1-operator"  # the distribution `r1_runtime` ships in
 
 
@@ -37,6 +37,7 @@ def key_inputs(
     dtype: str,
     tensor_parallel_size: int,
     pipeline_parallel_size: int,
+    rank: int,
     max_batch_tokens: int,
     max_num_seqs: int,
     max_model_len: int | None,
@@ -48,7 +49,8 @@ def key_inputs(
 
     `model_files` are `{"path", "size", "sha256"}` for every file of the checkpoint (any
     order); `dtype` is the resolved torch dtype name; `max_model_len` None means the model's
-    own limit (already covered by its config.json digest)."""
+    own limit (already covered by its config.json digest); `rank` is the replica rank whose
+    shard the engine holds (0 without parallelism): each rank builds and loads its own."""
     return {
         "schema": KEY_SCHEMA,
         "model": sorted((dict(file) for file in model_files), key=lambda file: file["path"]),
@@ -57,6 +59,7 @@ def key_inputs(
         "dtype": dtype,
         "tensorParallelSize": tensor_parallel_size,
         "pipelineParallelSize": pipeline_parallel_size,
+        "rank": rank,
         "maxBatchTokens": max_batch_tokens,
         "maxNumSeqs": max_num_seqs,
         "maxModelLen": max_model_len,

@@ -54,9 +54,11 @@ def engine_key(
     versions: dict[str, str],
     device: torch.device,
     dtype: torch.dtype,
+    *,
+    rank: int = 0,
 ) -> EngineKey:
-    """The cache key of the engine `config` asks for on `device`, built by `backend` with
-    these library `versions`. Hashes the checkpoint's small files; large ones come from the
+    """The cache key of the engine `config` asks for on `device` (rank `rank` of its
+    replica), built by `backend` with these library `versions`. Hashes the checkpoint's small files; large ones come from the
     fetch marker or the warm tier's digest memo."""
     store = EngineStore(config.engine_cache or default_engine_cache())
     started = time.monotonic()
@@ -68,6 +70,7 @@ def engine_key(
         dtype=str(dtype).removeprefix("torch."),
         tensor_parallel_size=config.tensor_parallel_size,
         pipeline_parallel_size=config.pipeline_parallel_size,
+        rank=rank,
         max_batch_tokens=config.max_batch_tokens,
         max_num_seqs=config.max_num_seqs,
         max_model_len=config.max_model_len,
