@@ -58,8 +58,8 @@ def engine_key(
     rank: int = 0,
 ) -> EngineKey:
     """The cache key of the engine `config` asks for on `device` (rank `rank` of its
-    replica), built by `backend` with these library `versions`. Hashes the checkpoint's small files; large ones come from the
-    fetch marker or the warm tier's digest memo."""
+    replica), built by `backend` with these library `versions`. Hashes the checkpoint's
+    small files; large ones come from the fetch marker or the warm tier's digest memo."""
     store = EngineStore(config.engine_cache or default_engine_cache())
     started = time.monotonic()
     files = model_file_digests(config.model, DigestMemo(store.digest_memo_path))

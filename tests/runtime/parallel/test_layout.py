@@ -15,9 +15,9 @@ from r1_runtime.distributed.stage import split_micro_batches
 from r1_runtime.engine.step_inputs import StepEntry
 from r1_runtime.layout import ParallelLayout
 from r1_runtime.model_info import ModelInfo
+from r1_runtime.models.base import PagedCausalLM
 from r1_runtime.models.loader import load_weights
 from r1_runtime.models.parallel import ModelShard
-from r1_runtime.models.base import PagedCausalLM
 from r1_runtime.models.registry import OwnModel, own_model
 
 from ..checkpoints import checkpoint_dir

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from factories import make_manifest
 from r1_operator.api import DeepSeekDeployment
-from r1_operator.render import render
 from r1_operator.render import probes as operator_probes
+from r1_operator.render import render
 from r1_runtime.distributed.group import free_port
 from render_support import container, of_kind
 
