@@ -20,6 +20,7 @@ from r1_runtime.distributed.group import ProcessGroups
 from r1_runtime.distributed.messages import MicroBatches, wait
 from r1_runtime.engine.backends.base import Backend
 from r1_runtime.engine.step_inputs import StepEntry, prepare_inputs
+from r1_runtime.models.base import PagedCausalLM
 from r1_runtime.models.kernels import Kernels
 
 HIDDEN_TAG = 2
@@ -43,9 +44,8 @@ class StageRunner:
         groups: ProcessGroups,
         backend: Backend,
         kernels: Kernels,
+        model: PagedCausalLM,
         *,
-        hidden_size: int,
-        vocab_size: int,
         dtype: torch.dtype,
         block_size: int,
         use_flash: bool,
@@ -53,8 +53,9 @@ class StageRunner:
         self.groups = groups
         self.backend = backend
         self.kernels = kernels  # the prepared backend's
-        self.hidden_size = hidden_size
-        self.vocab_size = vocab_size
+        self.model = model
+        self.hidden_size = model.config.hidden_size
+        self.vocab_size = model.config.vocab_size
         self.dtype = dtype
         self.block_size = block_size
         self.use_flash = use_flash

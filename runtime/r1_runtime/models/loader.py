@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from r1_runtime.model_info import ModelInfo
 from r1_runtime.models.base import PagedCausalLM, Shard
-from r1_runtime.models.parallel import ModelShard, TensorSlice
+from r1_runtime.models.parallel import ModelShard
 from r1_runtime.models.registry import OwnModel
+from r1_runtime.models.safetensors_file import SafetensorsFile
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved
 
@@ -59,8 +58,8 @@ def load_weights(model: PagedCausalLM, model_dir: Path) -> int:
     filled: set[tuple[str, Shard | None]] = set()
     bytes_read = 0
     for path in checkpoint_files(model_dir):
-        with safe_open(path, framework="pt", device="cpu") as f:
-            for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+        with SafetensorsFile(path) as f:
+            for name in f.names():
                 if name.endswith(IGNORED_SUFFIXES):
                     continue
                 held = model.held_parameter(name)
@@ -75,7 +74,7 @@ def load_weights(model: PagedCausalLM, model_dir: Path) -> int:
                 if shard is not None:
                     start, size = model.shard_offset(param_name, shard)
                     target = target[start : start + size]
-                tensor = _read(f, name, model.checkpoint_slice(param_name, shard))
+                tensor = f.read(name, model.checkpoint_slice(param_name, shard))
                 _fill(target, tensor, name)
                 bytes_read += tensor.nbytes
                 filled.add((param_name, shard))
@@ -83,17 +82,6 @@ def load_weights(model: PagedCausalLM, model_dir: Path) -> int:
     if missing:
         raise ValueError(f"parameters missing from the checkpoint: {sorted(map(str, missing))}")
     return bytes_read
-
-
-def _read(f: Any, name: str, part: TensorSlice | None) -> torch.Tensor:
-    """The checkpoint tensor `name`, or only `part` of it: a sliced read, never the whole."""
-    if part is None:
-        tensor: torch.Tensor = f.get_tensor(name)
-        return tensor
-    view = f.get_slice(name)
-    rows = slice(part.start, part.start + part.size)
-    sliced: torch.Tensor = view[rows] if part.dim == 0 else view[:, rows]
-    return sliced
 
 
 def _fill(target: torch.Tensor, tensor: torch.Tensor, name: str) -> None:

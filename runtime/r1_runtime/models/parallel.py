@@ -17,6 +17,15 @@ import torch
 import torch.distributed as dist
 
 
+@dataclass
+class CollectiveTraffic:
+    """What this rank's tensor-parallel collectives carried so far, in bytes of payload (a
+    ring all-reduce puts about twice that on the wire)."""
+
+    all_reduce_bytes: int = 0
+    all_gather_bytes: int = 0
+
+
 @dataclass(frozen=True)
 class ModelShard:
     """Which part of the model this rank holds; the whole model by default."""
@@ -27,6 +36,7 @@ class ModelShard:
     is_first_stage: bool = True
     is_last_stage: bool = True
     tp_group: Any = field(default=None, compare=False)  # torch.distributed ProcessGroup
+    traffic: CollectiveTraffic = field(default_factory=CollectiveTraffic, compare=False)
 
     def stage_layers(self, num_layers: int) -> range:
         return self.layers if self.layers is not None else range(num_layers)
@@ -41,6 +51,7 @@ class ModelShard:
         """The sum of `x` over the tensor-parallel group, in place."""
         if self.tp_size > 1:
             dist.all_reduce(x, group=self.tp_group)
+            self.traffic.all_reduce_bytes += x.nbytes
         return x
 
     def all_gather_columns(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,6 +60,7 @@ class ModelShard:
             return x
         parts = [torch.empty_like(x) for _ in range(self.tp_size)]
         dist.all_gather(parts, x.contiguous(), group=self.tp_group)
+        self.traffic.all_gather_bytes += x.nbytes * self.tp_size
         return torch.cat(parts, dim=-1)
 
 
