@@ -104,7 +104,7 @@ class SafetensorsFile:
     def _read_into(self, tensor: torch.Tensor, offset: int) -> None:
         if not tensor.numel():
             return
-        buffer = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+        buffer = tensor.reshape(-1).view(torch.uint8).numpy().data
         done = 0
         while done < len(buffer):
             count = os.preadv(self._fd, [buffer[done:]], offset + done)
