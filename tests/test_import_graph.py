@@ -25,8 +25,9 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "r1_runtime": (),  # the package itself; every module has a longer entry of its own
     "r1_runtime.cli": ("r1_runtime",),
     "r1_runtime.replica": (
-        "r1_runtime.build", "r1_runtime.config", "r1_runtime.distributed", "r1_runtime.logs",
-        "r1_runtime.model_info", "r1_runtime.plan", "r1_runtime.server",
+        "r1_runtime.build", "r1_runtime.config", "r1_runtime.distributed",
+        "r1_runtime.engine_cache", "r1_runtime.logs", "r1_runtime.model_info", "r1_runtime.plan",
+        "r1_runtime.server",
     ),
     "r1_runtime.server": (
         "r1_runtime.build", "r1_runtime.config", "r1_runtime.distributed", "r1_runtime.engine",

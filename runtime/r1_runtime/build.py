@@ -9,8 +9,10 @@ the engine cache's entry (keyed by `cached_engine_key`), or built into it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -18,10 +20,10 @@ from r1_runtime.config import ConfigError, RuntimeConfig
 from r1_runtime.distributed.driver import DriverRunner
 from r1_runtime.distributed.group import ProcessGroups
 from r1_runtime.distributed.stage import StageRunner
+from r1_runtime.distributed.worker import serve_warm_up
 from r1_runtime.engine.kv_cache import allocate_kv_cache, bytes_per_block, kv_cache_budget
 from r1_runtime.engine.llm_engine import LLMEngine
-from r1_runtime.engine.model_runner import ModelRunner, PagedModelRunner, RecomputeModelRunner
-from r1_runtime.engine.sampler import Sampler
+from r1_runtime.engine.model_runner import PagedModelRunner, RecomputeModelRunner
 from r1_runtime.engine.scheduler import SchedulerConfig
 from r1_runtime.engine.warm_up import warm_up
 from r1_runtime.engine_cache.resolve import (
@@ -48,15 +50,15 @@ class BuiltEngine:
     cache_entry: Resolved | None  # the engine cache entry it runs from; None for eager
 
 
-def cached_engine_key(config: RuntimeConfig, plan: EnginePlan) -> EngineKey | None:
-    """The engine cache key of the planned engine; None when its backend builds nothing.
-    Hashes the checkpoint's small files (large ones: see engine_cache/digests.py). With
-    `--no-build-on-start`, `ConfigError` when the cache has no entry for it, naming the key
-    and how to fill the cache."""
+def cached_engine_key(config: RuntimeConfig, plan: EnginePlan, rank: int = 0) -> EngineKey | None:
+    """The engine cache key of the planned engine (of replica rank `rank`'s shard); None when
+    its backend builds nothing. Hashes the checkpoint's small files (large ones: see
+    engine_cache/digests.py). With `--no-build-on-start`, `ConfigError` when the cache has no
+    entry for it, naming the key and how to fill the cache."""
     if not plan.backend.needs_cache:
         return None
     backend = plan.backend
-    key = engine_key(config, backend.name, backend.versions(), plan.device, plan.dtype)
+    key = engine_key(config, backend.name, backend.versions(), plan.device, plan.dtype, rank=rank)
     if not config.build_on_start and key.store.lookup(key.key) is None:
         raise ConfigError(missing_entry_message(key))
     return key
@@ -76,6 +78,11 @@ def build_engine(
     (rank 0 of a replica that has joined), the engine drives every rank; the others run
     `build_stage`'s in step. Blocking, seconds to minutes."""
     plan = plan or plan_engine(config, info)
+    if config.layout.is_distributed and groups is None:
+        raise ConfigError(
+            "--tensor-parallel-size and --pipeline-parallel-size above 1 need the replica's "
+            "ranks, which `r1-runtime serve` starts"
+        )
     backend = plan.backend.name
     logger.info(
         "loading %s on %s in %s, backend %s", info.directory, plan.device, plan.dtype, backend
@@ -88,15 +95,10 @@ def build_engine(
     logger.info(
         "%d KV blocks of %d tokens; max_model_len %d", num_blocks, config.block_size, max_len
     )
-    if not isinstance(runner, PagedModelRunner):
+    if isinstance(runner, RecomputeModelRunner):
         return BuiltEngine(engine, None)
     prepare = partial(runner.prepare, warm_up=partial(warm_up, engine))
-    key = cached_engine_key(config, plan)
-    if key is None:
-        prepare(None)
-        return BuiltEngine(engine, None)
-    resolved = prepare_from_cache(prepare, key, may_build=config.build_on_start, on_phase=on_phase)
-    return BuiltEngine(engine, resolved)
+    return BuiltEngine(engine, _prepare(config, plan, prepare, rank=0, on_phase=on_phase))
 
 
 def find_or_build_entry(config: RuntimeConfig, info: ModelInfo) -> Resolved | None:
@@ -131,15 +133,36 @@ def _max_model_len(config: RuntimeConfig, info: ModelInfo) -> int:
 
 def build_stage(config: RuntimeConfig, info: ModelInfo, groups: ProcessGroups) -> StageRunner:
     """A rank's part of the replica's engine (rank 0's is inside `build_engine`'s): its
-    shard of the model and its KV cache, the backend prepared. Call on every rank in step."""
+    shard of the model and its KV cache, the backend prepared from this rank's own engine
+    cache entry (its warm-up: rank 0's warm-up steps). Call on every rank in step."""
     plan = plan_engine(config, info)
     model, cache, _ = _load_paged(config, info, plan, groups)
-    return _stage(config, plan, groups, model, cache)
+    stage = _stage(config, plan, groups, model, cache)
+    prepare = partial(stage.prepare, warm_up=partial(serve_warm_up, stage))
+    _prepare(config, plan, prepare, rank=groups.place.rank, on_phase=None)
+    return stage
+
+
+def _prepare(
+    config: RuntimeConfig,
+    plan: EnginePlan,
+    prepare: Callable[[Path | None], None],
+    *,
+    rank: int,
+    on_phase: PhaseCallback | None,
+) -> Resolved | None:
+    """Prepare the backend: from rank `rank`'s engine cache entry when it builds anything;
+    the entry, or None."""
+    key = cached_engine_key(config, plan, rank)
+    if key is None:
+        prepare(None)
+        return None
+    return prepare_from_cache(prepare, key, may_build=config.build_on_start, on_phase=on_phase)
 
 
 def _runner(
     config: RuntimeConfig, info: ModelInfo, plan: EnginePlan, groups: ProcessGroups | None
-) -> tuple[ModelRunner, int]:
+) -> tuple[PagedModelRunner | DriverRunner | RecomputeModelRunner, int]:
     """The runner and its number of KV blocks: our model over a KV cache allocated once
     (driving the other ranks with `groups`), or the transformers fallback (no cache: its
     blocks are bookkeeping)."""
@@ -151,8 +174,7 @@ def _runner(
         return RecomputeModelRunner(fallback), num_blocks
     model, cache, num_blocks = _load_paged(config, info, plan, groups)
     if groups is not None:
-        stage = _stage(config, plan, groups, model, cache)
-        return DriverRunner(stage, Sampler(stage.kernels.argmax)), num_blocks
+        return DriverRunner(_stage(config, plan, groups, model, cache)), num_blocks
     use_flash = can_use_flash_attention(plan.device, plan.dtype, config.block_size)
     runner = PagedModelRunner(
         model, cache, plan.backend, block_size=config.block_size, use_flash=use_flash
@@ -194,12 +216,11 @@ def _stage(
     model: PagedCausalLM,
     cache: torch.Tensor,
 ) -> StageRunner:
-    kernels = plan.backend.prepare(model, cache, None, warm_up=lambda: None)
     return StageRunner(
         groups,
         plan.backend,
-        kernels,
         model,
+        cache,
         dtype=plan.dtype,
         block_size=config.block_size,
         use_flash=can_use_flash_attention(plan.device, plan.dtype, config.block_size),

@@ -90,9 +90,14 @@ def _build(args: argparse.Namespace, out: TextIO) -> int:
     message_path = args.termination_message_path or _writable(TERMINATION_LOG)
     try:
         config = RuntimeConfig.from_args(args, os.environ)
-        from r1_runtime.build import find_or_build_entry
+        if config.layout.is_distributed:
+            from r1_runtime.replica import build_replica
 
-        resolved = find_or_build_entry(config, ModelInfo.read(config.model))
+            resolved = build_replica(config, os.environ)
+        else:
+            from r1_runtime.build import find_or_build_entry
+
+            resolved = find_or_build_entry(config, ModelInfo.read(config.model))
     except (ConfigError, ModelInfoError) as error:
         return _build_failed(f"r1-runtime build: error: {error}", message_path, 2)
     except Exception as error:

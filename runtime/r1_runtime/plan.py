@@ -62,10 +62,6 @@ def _check_parallel(
             f"{sizes} must be 1 for this model: it runs through the transformers fallback, "
             "which runs on one device"
         )
-    if backend.name != "eager":
-        raise ConfigError(
-            f"--backend {backend.name} is not built for {sizes} above 1 yet; use --backend eager"
-        )
     problem = own.model_class.parallel_problem(own.config, config.layout)
     if problem is not None:
         raise ConfigError(problem)

@@ -21,12 +21,13 @@ from multiprocessing.process import BaseProcess
 
 import torch
 
-from r1_runtime.build import build_stage
+from r1_runtime.build import build_engine, build_stage, cached_engine_key
 from r1_runtime.config import ConfigError, RuntimeConfig
 from r1_runtime.distributed import messages
 from r1_runtime.distributed.group import ProcessGroups, Rendezvous, free_port, join, leave
 from r1_runtime.distributed.messages import Kind
 from r1_runtime.distributed.worker import run_worker
+from r1_runtime.engine_cache.store import Resolved
 from r1_runtime.logs import configure_logging
 from r1_runtime.model_info import ModelInfo
 from r1_runtime.plan import engine_device, plan_engine
@@ -77,6 +78,41 @@ def serve_replica(config: RuntimeConfig, environ: Mapping[str, str]) -> int:
         _reap(children, at_once=True)
         raise
     return _reap(children, at_once=status != 0) or status
+
+
+def build_replica(config: RuntimeConfig, environ: Mapping[str, str]) -> Resolved | None:
+    """`r1-runtime build` of a parallel engine: rank 0's entry, found when every rank's
+    entry is in the cache (nothing loaded), else built: each rank its own entry, rank 0's
+    warm-up driving them all. One node only (the pre-build Job is one pod). None when the
+    backend builds nothing."""
+    if config.nnodes > 1:
+        raise ConfigError("r1-runtime build runs on one node: --nnodes must be 1")
+    plan = plan_engine(config, ModelInfo.read(config.model))
+    keys = [cached_engine_key(config, plan, rank) for rank in range(config.layout.world_size)]
+    if keys[0] is None:
+        return None
+    found = [key.store.lookup(key.key) for key in keys if key is not None]
+    manifest = found[0]
+    if manifest is not None and None not in found:
+        logger.info("engine cache hit for every rank: %s", keys[0].entry)
+        return Resolved(keys[0].key, keys[0].entry, manifest, is_built=False)
+    rendezvous = rendezvous_of(config, environ)
+    _share_cpu_threads(config)
+    children = [
+        _start_rank(config, rendezvous, local_rank)
+        for local_rank in range(1, config.layout.local_world_size)
+    ]
+    try:
+        groups = _join(config, rendezvous, local_rank=0)
+        built = build_engine(config, ModelInfo.read(config.model), plan=plan, groups=groups)
+        messages.send(groups, Kind.STOP)
+        leave()
+    except BaseException:
+        _reap(children, at_once=True)
+        raise
+    if _reap(children, at_once=False):
+        raise RuntimeError("a rank failed while building its engine; see its log above")
+    return built.cache_entry
 
 
 def _serve_driver(config: RuntimeConfig, rendezvous: Rendezvous) -> int:

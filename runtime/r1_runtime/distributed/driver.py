@@ -5,12 +5,14 @@ and samples from the logits the last stage returns."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 
 from r1_runtime.distributed import messages
 from r1_runtime.distributed.messages import Kind
 from r1_runtime.distributed.stage import StageRunner, split_micro_batches
+from r1_runtime.engine.backends.base import WarmUp
 from r1_runtime.engine.batch import ScheduledBatch
 from r1_runtime.engine.sampler import Sampler
 from r1_runtime.engine.step_inputs import step_entries
@@ -22,12 +24,23 @@ class DriverRunner:
     """A `ModelRunner` over the whole replica. `micro_batches`: how many pieces a step is cut
     into so that pipeline stages overlap (the pipeline depth; 1 without pipeline stages)."""
 
-    def __init__(self, stage: StageRunner, sampler: Sampler) -> None:
+    def __init__(self, stage: StageRunner) -> None:
         self.stage = stage
         self.groups = stage.groups
-        self.sampler = sampler
+        self.sampler = Sampler()
         self.micro_batches = stage.groups.layout.pipeline_parallel_size
-        self.is_stopped = False
+
+    def prepare(self, entry: Path | None, warm_up: WarmUp) -> None:
+        """Prepare every rank's backend together: `warm_up` drives the engine's warm-up steps
+        through the replica, then the other ranks hear that it is over (`serve_warm_up`)."""
+
+        def warm_up_replica() -> None:
+            warm_up()
+            messages.send(self.groups, Kind.WARMED_UP)
+
+        self.stage.prepare(entry, warm_up_replica)
+        assert self.stage.kernels is not None
+        self.sampler = Sampler(self.stage.kernels.argmax)
 
     def run(self, batch: ScheduledBatch) -> list[int]:
         if not batch.seqs:
@@ -45,13 +58,3 @@ class DriverRunner:
         while no request runs (rank 0's error names it)."""
         messages.send(self.groups, Kind.HEARTBEAT)
         messages.barrier(self.groups)
-
-    def stop(self) -> None:
-        """Tell the other ranks to exit; they are gone (or unreachable) afterwards."""
-        if self.is_stopped:
-            return
-        self.is_stopped = True
-        try:
-            messages.send(self.groups, Kind.STOP)
-        except RuntimeError as error:
-            logger.warning("could not tell every rank to stop: %s", error)

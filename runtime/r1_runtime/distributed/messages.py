@@ -26,6 +26,7 @@ class Kind(enum.IntEnum):
     STEP = 1
     HEARTBEAT = 2  # the leader is idle: answer the barrier that follows
     STOP = 3  # the replica is shutting down: exit 0
+    WARMED_UP = 4  # the backend's warm-up steps are over: the engine is prepared
 
 
 def encode_step(micro_batches: MicroBatches) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ import torch.distributed as dist
 
 from r1_runtime.distributed.group import ProcessGroups
 from r1_runtime.distributed.messages import MicroBatches, wait
-from r1_runtime.engine.backends.base import Backend
+from r1_runtime.engine.backends.base import Backend, WarmUp
 from r1_runtime.engine.step_inputs import StepEntry, prepare_inputs
 from r1_runtime.models.base import PagedCausalLM
 from r1_runtime.models.kernels import Kernels
@@ -43,8 +44,8 @@ class StageRunner:
         self,
         groups: ProcessGroups,
         backend: Backend,
-        kernels: Kernels,
         model: PagedCausalLM,
+        kv_cache: torch.Tensor,
         *,
         dtype: torch.dtype,
         block_size: int,
@@ -52,8 +53,9 @@ class StageRunner:
     ) -> None:
         self.groups = groups
         self.backend = backend
-        self.kernels = kernels  # the prepared backend's
         self.model = model
+        self.kv_cache = kv_cache
+        self.kernels: Kernels | None = None  # the backend's, once prepared
         self.hidden_size = model.config.hidden_size
         self.vocab_size = model.config.vocab_size
         self.dtype = dtype
@@ -66,6 +68,10 @@ class StageRunner:
         self.previous = layout.rank_of(place.pp_rank - 1, place.tp_rank)
         self.next = layout.rank_of(place.pp_rank + 1, place.tp_rank)
         self.logits_rank = layout.rank_of(layout.pipeline_parallel_size - 1, 0)
+
+    def prepare(self, entry: Path | None, warm_up: WarmUp) -> None:
+        """Prepare the backend (`Backend.prepare`) on this rank's shard and cache."""
+        self.kernels = self.backend.prepare(self.model, self.kv_cache, entry, warm_up)
 
     @torch.inference_mode()
     def execute(self, micro_batches: MicroBatches) -> list[torch.Tensor]:

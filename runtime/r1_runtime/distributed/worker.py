@@ -14,21 +14,38 @@ from r1_runtime.distributed.stage import StageRunner
 logger = logging.getLogger(__name__)
 
 
+class StoppedError(RuntimeError):
+    """Rank 0 stopped the replica before the warm-up was over."""
+
+
 def run_worker(stage: StageRunner) -> int:
     """Serve rank 0's steps; the exit status: 0 when told to stop, 1 when rank 0 or another
     rank failed."""
-    groups = stage.groups
-    rank = groups.place.rank
+    rank = stage.groups.place.rank
     try:
-        while True:
-            kind, payload = messages.receive(groups, timeout=groups.collective_timeout)
-            if kind is Kind.STOP:
-                logger.info("rank %d: stopping as rank 0 asked", rank)
-                return 0
-            if kind is Kind.HEARTBEAT:
-                messages.barrier(groups)
-            else:
-                stage.execute(messages.decode_step(payload))
+        _serve_until(stage, Kind.STOP)
     except RuntimeError as error:
         logger.error("rank %d: lost the replica (rank 0 or a peer failed): %s", rank, error)
         return 1
+    logger.info("rank %d: stopping as rank 0 asked", rank)
+    return 0
+
+
+def serve_warm_up(stage: StageRunner) -> None:
+    """A worker's part of the backend's warm-up: rank 0's warm-up steps, until it says they
+    are over. Raises `StoppedError` when it stops instead."""
+    _serve_until(stage, Kind.WARMED_UP)
+
+
+def _serve_until(stage: StageRunner, last: Kind) -> None:
+    groups = stage.groups
+    while True:
+        kind, payload = messages.receive(groups, timeout=groups.collective_timeout)
+        if kind is last:
+            return
+        if kind is Kind.STOP:
+            raise StoppedError("rank 0 stopped the replica during the warm-up")
+        if kind is Kind.HEARTBEAT:
+            messages.barrier(groups)
+        elif kind is Kind.STEP:
+            stage.execute(messages.decode_step(payload))

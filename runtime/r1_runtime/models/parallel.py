@@ -20,7 +20,8 @@ import torch.distributed as dist
 @dataclass
 class CollectiveTraffic:
     """What this rank's tensor-parallel collectives carried so far, in bytes of payload (a
-    ring all-reduce puts about twice that on the wire)."""
+    ring all-reduce puts about twice that on the wire); counted when the model runs op by op
+    (eager), not inside a compiled graph."""
 
     all_reduce_bytes: int = 0
     all_gather_bytes: int = 0
@@ -51,7 +52,8 @@ class ModelShard:
         """The sum of `x` over the tensor-parallel group, in place."""
         if self.tp_size > 1:
             dist.all_reduce(x, group=self.tp_group)
-            self.traffic.all_reduce_bytes += x.nbytes
+            if not torch.compiler.is_compiling():  # NOTE: symbolic sizes within a graph
+                self.traffic.all_reduce_bytes += x.nbytes
         return x
 
     def all_gather_columns(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +62,8 @@ class ModelShard:
             return x
         parts = [torch.empty_like(x) for _ in range(self.tp_size)]
         dist.all_gather(parts, x.contiguous(), group=self.tp_group)
-        self.traffic.all_gather_bytes += x.nbytes * self.tp_size
+        if not torch.compiler.is_compiling():
+            self.traffic.all_gather_bytes += x.nbytes * self.tp_size
         return torch.cat(parts, dim=-1)
 
 

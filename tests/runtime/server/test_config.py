@@ -171,11 +171,6 @@ def test_a_value_that_cannot_be_honoured_is_refused(
         pytest.param(
             {"--pipeline-parallel-size": "9"}, "exceeds the model's 8 layers", id="PP9 of 8 layers"
         ),
-        pytest.param(
-            {"--tensor-parallel-size": "2", "--backend": "compile"},
-            "--backend compile is not built for",
-            id="a compiled engine split over ranks",
-        ),
     ],
 )
 def test_a_layout_the_model_cannot_take_is_refused_before_loading(
