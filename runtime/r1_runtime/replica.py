@@ -60,7 +60,7 @@ def rendezvous_of(config: RuntimeConfig, environ: Mapping[str, str]) -> Rendezvo
 
 def serve_replica(config: RuntimeConfig, environ: Mapping[str, str]) -> int:
     """This pod's part of the replica; the exit status (non-zero when any rank failed)."""
-    configure_logging(config.log_dir, f"runtime-node{config.node_rank}.log", required=True)
+    configure_logging(config.log_dir, "runtime.log", required=True)
     rendezvous = rendezvous_of(config, environ)
     info = ModelInfo.read(config.model)
     plan_engine(config, info)  # NOTE: a flag error stops the pod before any rank starts
@@ -190,8 +190,7 @@ def _rank_process(
         sys.exit(1)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log_file = f"runtime-node{config.node_rank}-local{local_rank}.log"
-    configure_logging(config.log_dir, log_file, required=False)
+    configure_logging(config.log_dir, f"runtime-local{local_rank}.log", required=False)
     _share_cpu_threads(config)
     info = ModelInfo.read(config.model)
     sys.exit(_run_rank(config, info, rendezvous, local_rank=local_rank))

@@ -1,7 +1,7 @@
 """The loop of every rank but 0: wait for rank 0's next message, run this rank's part of
 the step, repeat until told to stop. Silence from rank 0 longer than the collective timeout
-(it sends a heartbeat every few seconds when idle) means it is gone: exit non-zero, so that
-the LeaderWorkerSet recreates the group."""
+(plus two of the heartbeats it sends every few seconds when idle) means it is gone: exit
+non-zero, so that the LeaderWorkerSet recreates the group."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import logging
 from r1_runtime.distributed import messages
 from r1_runtime.distributed.messages import Kind
 from r1_runtime.distributed.stage import StageRunner
+from r1_runtime.engine.async_engine import IDLE_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,10 @@ def serve_warm_up(stage: StageRunner) -> None:
 
 def _serve_until(stage: StageRunner, last: Kind) -> None:
     groups = stage.groups
+    # NOTE: an idle rank 0 speaks every IDLE_SECONDS; allow a collective's wait beyond that
+    silence = groups.collective_timeout + 2 * IDLE_SECONDS
     while True:
-        kind, payload = messages.receive(groups, timeout=groups.collective_timeout)
+        kind, payload = messages.receive(groups, timeout=silence)
         if kind is last:
             return
         if kind is Kind.STOP:
