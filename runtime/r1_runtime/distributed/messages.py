@@ -1,6 +1,6 @@
 """What rank 0 tells the other ranks: one compact message per step, over the control group.
 
-A message is a header `[kind, length]` and, for a step, one int64 tensor of `length` values:
+A message is a header `[kind, length]` and, for a step, one int32 tensor of `length` values:
 the micro-batches, each its entries' positions, flags, new token ids and block tables
 (`StepEntry`): what every rank needs to build the same model inputs, nothing else (sampling
 happens on rank 0 alone). Every wait is bounded by the collective timeout.
@@ -20,6 +20,7 @@ from r1_runtime.engine.step_inputs import StepEntry
 
 MicroBatches = list[tuple[StepEntry, ...]]
 MESSAGE_TAG = 1
+MESSAGE_DTYPE = torch.int32  # token and block ids, positions, counts: all below 2**31
 
 
 class Kind(enum.IntEnum):
@@ -38,7 +39,7 @@ def encode_step(micro_batches: MicroBatches) -> torch.Tensor:
             values += [entry.start_position, entry.num_new_tokens, flags, len(entry.block_table)]
             values += entry.token_ids
             values += entry.block_table
-    return torch.tensor(values, dtype=torch.long)
+    return torch.tensor(values, dtype=MESSAGE_DTYPE)
 
 
 def decode_step(payload: torch.Tensor) -> MicroBatches:
@@ -63,8 +64,8 @@ def decode_step(payload: torch.Tensor) -> MicroBatches:
 def send(groups: ProcessGroups, kind: Kind, payload: torch.Tensor | None = None) -> None:
     """From rank 0 to every other rank; returns once each has it (or raises past the
     collective timeout)."""
-    body = payload if payload is not None else torch.empty(0, dtype=torch.long)
-    header = torch.tensor([kind, body.numel()], dtype=torch.long)
+    body = payload if payload is not None else torch.empty(0, dtype=MESSAGE_DTYPE)
+    header = torch.tensor([kind, body.numel()], dtype=MESSAGE_DTYPE)
     works = []
     for rank in range(1, groups.layout.world_size):
         works.append(dist.isend(header, rank, group=groups.control, tag=MESSAGE_TAG))
@@ -76,10 +77,10 @@ def send(groups: ProcessGroups, kind: Kind, payload: torch.Tensor | None = None)
 
 def receive(groups: ProcessGroups, timeout: float) -> tuple[Kind, torch.Tensor]:
     """The next message from rank 0, waiting at most `timeout` seconds for it."""
-    header = torch.empty(2, dtype=torch.long)
+    header = torch.empty(2, dtype=MESSAGE_DTYPE)
     wait(dist.irecv(header, 0, group=groups.control, tag=MESSAGE_TAG), timeout)
     kind, length = Kind(int(header[0])), int(header[1])
-    body = torch.empty(length, dtype=torch.long)
+    body = torch.empty(length, dtype=MESSAGE_DTYPE)
     if length:
         wait(dist.irecv(body, 0, group=groups.control, tag=MESSAGE_TAG), groups.collective_timeout)
     return kind, body
