@@ -175,7 +175,7 @@ def _runner(
     model, cache, num_blocks = _load_paged(config, info, plan, groups)
     if groups is not None:
         return DriverRunner(_stage(config, plan, groups, model, cache)), num_blocks
-    use_flash = can_use_flash_attention(plan.device, plan.dtype, config.block_size)
+    use_flash = _use_flash(config, plan, model)
     runner = PagedModelRunner(
         model, cache, plan.backend, block_size=config.block_size, use_flash=use_flash
     )
@@ -223,7 +223,13 @@ def _stage(
         cache,
         dtype=plan.dtype,
         block_size=config.block_size,
-        use_flash=can_use_flash_attention(plan.device, plan.dtype, config.block_size),
+        use_flash=_use_flash(config, plan, model),
+    )
+
+
+def _use_flash(config: RuntimeConfig, plan: EnginePlan, model: PagedCausalLM) -> bool:
+    return model.uses_flash_attention and can_use_flash_attention(
+        plan.device, plan.dtype, config.block_size
     )
 
 

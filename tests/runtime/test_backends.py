@@ -4,6 +4,7 @@ session's `compiled_cache` rather than compile again: compiling takes tens of se
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -131,11 +132,22 @@ def test_tensorrt_on_a_gpu_without_torch_tensorrt_is_refused_with_the_fix(
 
 
 def test_compile_refuses_the_transformers_fallback_before_loading_it(
-    demo_deepseek_v3_dir: Path,
+    demo_model_dir: Path, tmp_path: Path
 ) -> None:
-    config = config_of(["--model", str(demo_deepseek_v3_dir), "--backend", "compile"])
+    path = sliding_window_copy(demo_model_dir, tmp_path)
+    config = config_of(["--model", str(path), "--backend", "compile"])
     with pytest.raises(ConfigError, match="--backend compile: this model runs through the"):
-        plan_engine(config, ModelInfo.read(demo_deepseek_v3_dir))
+        plan_engine(config, ModelInfo.read(path))
+
+
+def sliding_window_copy(model_dir: Path, tmp_path: Path) -> Path:
+    """The demo model's config with sliding-window attention, which our models refuse (the
+    transformers fallback runs it): enough for planning, which reads no weight."""
+    path = tmp_path / "sliding"
+    path.mkdir()
+    raw = json.loads((model_dir / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**raw, "use_sliding_window": True}))
+    return path
 
 
 def test_the_traceable_kernels_trace_the_whole_step_as_one_graph(demo_model_dir: Path) -> None:

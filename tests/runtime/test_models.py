@@ -158,7 +158,7 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_refused(
     [
         pytest.param("qwen2", {}, PagedModelRunner, id="Qwen2 runs on our own decoder"),
         pytest.param("llama", {}, PagedModelRunner, id="Llama runs on our own decoder"),
-        pytest.param("deepseek_v3", {}, RecomputeModelRunner, id="DeepseekV3 falls back"),
+        pytest.param("deepseek_v3", {}, PagedModelRunner, id="DeepseekV3 runs on our own MLA"),
         pytest.param(
             "qwen2",
             {"use_sliding_window": True, "sliding_window": 8},

@@ -15,7 +15,7 @@ from r1_runtime.models.kernels.attention import AttentionMetadata
 from r1_runtime.models.layers import KernelModule, Linear
 from r1_runtime.models.parallel import ModelShard, TensorSlice
 
-Shard = str | int  # which part of a fused parameter one checkpoint tensor fills
+Shard = str | int | tuple[int, int]  # which part of a fused parameter one checkpoint tensor fills
 
 
 class UnsupportedConfigError(ValueError):
@@ -32,6 +32,9 @@ class PagedCausalLM(KernelModule):
 
     # checkpoint name -> (our parameter name, shard): the loader fuses these at load time
     packed_modules: ClassVar[dict[str, tuple[str, Shard]]] = {}
+    # parameters (by name suffix) that stay fp32 whatever the model's dtype
+    fp32_parameters: ClassVar[tuple[str, ...]] = ()
+    uses_flash_attention: ClassVar[bool] = True  # whether flash-attn's kernel fits its cache
     config: Any
     shard: ModelShard
 
@@ -58,10 +61,6 @@ class PagedCausalLM(KernelModule):
         model has its final device and dtype."""
 
     @abstractmethod
-    def shard_offset(self, param_name: str, shard: Shard) -> tuple[int, int]:
-        """(first row, number of rows) of a fused parameter that one checkpoint tensor fills."""
-
-    @abstractmethod
     def kv_cache_shape(self, num_blocks: int, block_size: int) -> tuple[int, ...]:
         """The shape of the KV cache tensor for `num_blocks` blocks of `block_size` tokens."""
 
@@ -83,9 +82,31 @@ class PagedCausalLM(KernelModule):
         stage continues from (`hidden`, where the first stage reads `input_ids`)."""
 
     def held_parameter(self, name: str) -> str | None:
-        """Our parameter that checkpoint parameter `name` fills on this rank (after fusing);
-        None when this rank's part of the model does not hold it."""
+        """Our parameter name for checkpoint tensor `name` before fusing; None when this
+        rank's part of the model does not hold it."""
         return name
+
+    def checkpoint_target(self, name: str) -> tuple[str, Shard | None] | None:
+        """(our parameter, which part of it) that checkpoint tensor `name` fills on this rank;
+        None when this rank does not hold it."""
+        held = self.held_parameter(name)
+        return None if held is None else packed_target(held, self.packed_modules)
+
+    def shard_view(self, param_name: str, param: torch.Tensor, shard: Shard) -> torch.Tensor:
+        """The part of fused parameter `param` that `shard` names (`packed_modules`)."""
+        raise ValueError(f"{type(self).__name__} fuses no parameter, yet {param_name} {shard}")
+
+    def expected_shards(self, names: list[str]) -> set[tuple[str, Shard | None]]:
+        """Every (parameter, part) the checkpoint must fill, for parameters `names`."""
+        shards_of: dict[str, list[Shard | None]] = {}
+        for fused, shard in self.packed_modules.values():
+            shards_of.setdefault(fused, []).append(shard)
+        expected: set[tuple[str, Shard | None]] = set()
+        for name in names:
+            packed_name = next((part for part in name.split(".") if part in shards_of), None)
+            shards = shards_of[packed_name] if packed_name is not None else [None]
+            expected.update((name, shard) for shard in shards)
+        return expected
 
     def checkpoint_slice(self, param_name: str, shard: Shard | None) -> TensorSlice | None:
         """The part of the checkpoint tensor for `param_name` (and `shard`) this rank reads;
@@ -111,3 +132,14 @@ class PagedCausalLM(KernelModule):
         for module in self.modules():
             if isinstance(module, Linear):
                 module.pack(batch_size)
+
+
+def packed_target(name: str, packed: dict[str, tuple[str, Shard]]) -> tuple[str, Shard | None]:
+    """Our parameter name and shard for a checkpoint name (`...q_proj.weight` fills the `q`
+    rows of `...qkv_proj.weight`)."""
+    parts = name.split(".")
+    for index, part in enumerate(parts):
+        if part in packed:
+            fused, shard = packed[part]
+            return ".".join([*parts[:index], fused, *parts[index + 1 :]]), shard
+    return name, None

@@ -220,16 +220,21 @@ class LlamaForCausalLM(PagedCausalLM):
             return name if self.shard.is_last_stage else None
         return name
 
-    def shard_offset(self, param_name: str, shard: Shard) -> tuple[int, int]:
+    def shard_view(self, param_name: str, param: torch.Tensor, shard: Shard) -> torch.Tensor:
         config = self.config
         if "qkv_proj" in param_name:
             q_size = self.num_heads * config.head_dim
             kv_size = self.num_kv_heads * config.head_dim
-            return {"q": (0, q_size), "k": (q_size, kv_size), "v": (q_size + kv_size, kv_size)}[
-                str(shard)
-            ]
-        size = config.intermediate_size // self.shard.tp_size
-        return int(shard) * size, size
+            start, size = {
+                "q": (0, q_size),
+                "k": (q_size, kv_size),
+                "v": (q_size + kv_size, kv_size),
+            }[str(shard)]
+        else:
+            assert isinstance(shard, int)
+            size = config.intermediate_size // self.shard.tp_size
+            start = shard * size
+        return param[start : start + size]
 
     def checkpoint_slice(self, param_name: str, shard: Shard | None) -> TensorSlice | None:
         """The part of a checkpoint tensor this tensor-parallel rank reads; None: all of it."""

@@ -9,11 +9,13 @@ import torch
 
 from r1_runtime.model_info import ModelInfo
 from r1_runtime.models.base import PagedCausalLM, Shard
-from r1_runtime.models.parallel import ModelShard
+from r1_runtime.models.parallel import ModelShard, TensorSlice
 from r1_runtime.models.registry import OwnModel
 from r1_runtime.models.safetensors_file import SafetensorsFile
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved
+SCALE_SUFFIX = ".weight_scale_inv"  # fp8 block scales, read with their weight
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 def load_model(
@@ -31,7 +33,11 @@ def load_model(
     any parameter is left unfilled."""
     with torch.device("meta"):
         model = own.model_class(own.config, max_positions, shard)
-    model = model.to(dtype=dtype).to_empty(device=device)
+    model = model.to(dtype=dtype)
+    for name, param in model.named_parameters():
+        if name.endswith(model.fp32_parameters):
+            param.data = param.data.float()
+    model = model.to_empty(device=device)
     model.reset_buffers()
     load_weights(model, info.directory)
     return model.eval()
@@ -53,35 +59,68 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
 @torch.no_grad()
 def load_weights(model: PagedCausalLM, model_dir: Path) -> int:
     """Fill every parameter of `model` from the checkpoint; the bytes read (this rank's
-    slices only)."""
+    slices only). fp8 weights with block scales (`<name>_scale_inv`) are dequantized into
+    the model's dtype as they are read."""
     params = dict(model.named_parameters())  # NOTE: a tied lm_head.weight is not listed
     filled: set[tuple[str, Shard | None]] = set()
     bytes_read = 0
-    for path in checkpoint_files(model_dir):
-        with SafetensorsFile(path) as f:
-            for name in f.names():
-                if name.endswith(IGNORED_SUFFIXES):
+    files = [SafetensorsFile(path) for path in checkpoint_files(model_dir)]
+    try:
+        where = {name: f for f in files for name in f.names()}
+        for name, f in where.items():
+            if name.endswith(IGNORED_SUFFIXES) or name.endswith(SCALE_SUFFIX):
+                continue
+            found = model.checkpoint_target(name)
+            if found is None:
+                continue
+            param_name, shard = found
+            if param_name not in params:
+                if name == "lm_head.weight" and model.config.tie_word_embeddings:
                     continue
-                held = model.held_parameter(name)
-                if held is None:
-                    continue
-                param_name, shard = _target(held, model.packed_modules)
-                if param_name not in params:
-                    if name == "lm_head.weight" and model.config.tie_word_embeddings:
-                        continue
-                    raise ValueError(f"checkpoint tensor {name!r} has no parameter in the model")
-                target: torch.Tensor = params[param_name]
-                if shard is not None:
-                    start, size = model.shard_offset(param_name, shard)
-                    target = target[start : start + size]
-                tensor = f.read(name, model.checkpoint_slice(param_name, shard))
-                _fill(target, tensor, name)
-                bytes_read += tensor.nbytes
-                filled.add((param_name, shard))
-    missing = _expected(params, model.packed_modules) - filled
+                raise ValueError(f"checkpoint tensor {name!r} has no parameter in the model")
+            target: torch.Tensor = params[param_name]
+            if shard is not None:
+                target = model.shard_view(param_name, target, shard)
+            part = model.checkpoint_slice(param_name, shard)
+            tensor = f.read(name, part)
+            bytes_read += tensor.nbytes
+            scale_name = name + SCALE_SUFFIX.removeprefix(".weight")
+            if tensor.dtype in FP8_DTYPES:
+                if scale_name not in where:
+                    raise ValueError(f"{name!r} is fp8 but {scale_name!r} is missing")
+                block = getattr(model.config, "fp8_block", None)
+                if block is None:
+                    raise ValueError(f"{name!r} is fp8 but config.json names no weight_block_size")
+                scale = where[scale_name].read(scale_name)
+                tensor = dequantize_fp8(tensor, scale, part, block, target.dtype)
+            _fill(target, tensor, name)
+            filled.add((param_name, shard))
+    finally:
+        for f in files:
+            f.close()
+    missing = model.expected_shards(list(params)) - filled
     if missing:
         raise ValueError(f"parameters missing from the checkpoint: {sorted(map(str, missing))}")
     return bytes_read
+
+
+def dequantize_fp8(
+    weight: torch.Tensor,
+    scale_inv: torch.Tensor,
+    part: TensorSlice | None,
+    block: tuple[int, int],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """An fp8 matrix (or `part` of one: its rows or columns from `part.start`) times its
+    block scales, in `dtype`: `scale_inv[i, j]` scales the `block` rows `i*b0...` and
+    columns `j*b1...` of the whole matrix."""
+    rows, cols = weight.shape
+    first_row = part.start if part is not None and part.dim == 0 else 0
+    first_col = part.start if part is not None and part.dim == 1 else 0
+    row_blocks = (torch.arange(rows) + first_row) // block[0]
+    col_blocks = (torch.arange(cols) + first_col) // block[1]
+    scales = scale_inv.float()[row_blocks][:, col_blocks]
+    return (weight.float() * scales).to(dtype)
 
 
 def _fill(target: torch.Tensor, tensor: torch.Tensor, name: str) -> None:
@@ -98,28 +137,3 @@ def _fill(target: torch.Tensor, tensor: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name!r}: checkpoint shape {tuple(tensor.shape)} != {target.shape}")
     target[: tensor.shape[0]].copy_(tensor)
     target[tensor.shape[0] :].zero_()
-
-
-def _target(name: str, packed: dict[str, tuple[str, Shard]]) -> tuple[str, Shard | None]:
-    """Our parameter name and shard for a checkpoint name (`...q_proj.weight` fills the `q`
-    rows of `...qkv_proj.weight`)."""
-    parts = name.split(".")
-    for index, part in enumerate(parts):
-        if part in packed:
-            fused, shard = packed[part]
-            return ".".join([*parts[:index], fused, *parts[index + 1 :]]), shard
-    return name, None
-
-
-def _expected(
-    params: dict[str, torch.nn.Parameter], packed: dict[str, tuple[str, Shard]]
-) -> set[tuple[str, Shard | None]]:
-    shards_of: dict[str, list[Shard | None]] = {}
-    for fused, shard in packed.values():
-        shards_of.setdefault(fused, []).append(shard)
-    expected: set[tuple[str, Shard | None]] = set()
-    for name in params:
-        packed_name = next((part for part in name.split(".") if part in shards_of), None)
-        shards = shards_of[packed_name] if packed_name is not None else [None]
-        expected.update((name, shard) for shard in shards)
-    return expected

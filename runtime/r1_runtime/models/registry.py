@@ -12,11 +12,13 @@ from typing import Any
 
 from r1_runtime.model_info import ModelInfo
 from r1_runtime.models.base import PagedCausalLM, UnsupportedConfigError
+from r1_runtime.models.deepseek_v3 import DeepseekV3ForCausalLM
 from r1_runtime.models.llama import LlamaForCausalLM
 
 ARCHITECTURES: dict[str, type[PagedCausalLM]] = {
     "LlamaForCausalLM": LlamaForCausalLM,
     "Qwen2ForCausalLM": LlamaForCausalLM,
+    "DeepseekV3ForCausalLM": DeepseekV3ForCausalLM,
 }
 
 

@@ -75,6 +75,9 @@ class SafetensorsFile:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.close()
+
+    def close(self) -> None:
         os.close(self._fd)
 
     def names(self) -> list[str]:

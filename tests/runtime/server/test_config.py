@@ -182,11 +182,11 @@ def test_a_layout_the_model_cannot_take_is_refused_before_loading(
 
 
 def test_a_layout_over_the_transformers_fallback_is_refused(
-    demo_deepseek_v3_dir: Path,
+    demo_model_dir: Path, tmp_path: Path
 ) -> None:
-    config = RuntimeConfig(
-        model=demo_deepseek_v3_dir, served_model_name="v3", tensor_parallel_size=2
-    )
+    raw = json.loads((demo_model_dir / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "use_sliding_window": True}))
+    config = RuntimeConfig(model=tmp_path, served_model_name="sw", tensor_parallel_size=2)
     with pytest.raises(ConfigError, match="transformers fallback, which runs on one device"):
         plan_engine(config, ModelInfo.read(config.model))
 

@@ -23,6 +23,8 @@ from r1_runtime.models.kernels.attention import LayerAttention
 
 # (q, k, v, layer index) -> attention output; reads the cache and masks of the running step
 AttentionKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+# (q, latent, layer index, value dim, softmax scale) -> MLA's output over the latent cache
+LatentAttentionKernel = Callable[[torch.Tensor, torch.Tensor, int, int, float], torch.Tensor]
 # (x, packed weight, bias, residual, out_features) -> x W^T + b (+ residual)
 LinearKernel = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, int], torch.Tensor
@@ -38,6 +40,7 @@ class Kernels:
 
     name: str
     paged_attention: AttentionKernel
+    latent_attention: LatentAttentionKernel
     packed_linear: LinearKernel
     argmax: Callable[[torch.Tensor], torch.Tensor]
     step: StepScope
@@ -46,6 +49,7 @@ class Kernels:
 PYTHON = Kernels(
     name="python",
     paged_attention=ops.step_paged_attention,
+    latent_attention=ops.step_latent_attention,
     packed_linear=ops.packed_linear,
     argmax=ops.argmax,
     step=ops.step_attention,
@@ -54,6 +58,7 @@ PYTHON = Kernels(
 TRACEABLE = Kernels(
     name="traceable",
     paged_attention=torch.ops.r1.paged_attention,
+    latent_attention=torch.ops.r1.latent_attention,
     packed_linear=torch.ops.r1.packed_linear,
     argmax=ops.argmax,
     step=ops.step_attention,

@@ -143,6 +143,49 @@ def paged_attention(
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
+def latent_attention(
+    q: torch.Tensor,
+    latent: torch.Tensor,
+    layer_cache: torch.Tensor,
+    attention: LayerAttention,
+    value_dim: int,
+    scale: float,
+) -> torch.Tensor:
+    """Multi-head latent attention over a cache of one latent vector per token (DeepSeek's
+    MLA in its absorbed form): `q` `[tokens, heads, latent_dim]`, `latent` `[tokens,
+    latent_dim]` -> `[tokens, heads, value_dim]`, the weighted sum of the first `value_dim`
+    values of each visible latent. Every head reads the same keys: one kv head, all query
+    heads its group. Writes `latent` into `layer_cache` `[num_blocks, block_size,
+    latent_dim]`."""
+    latent_dim = layer_cache.shape[-1]
+    layer_cache.view(-1, latent_dim).index_copy_(0, attention.slot_mapping, latent)
+    outputs = []
+    start = 0
+    for sdpa in attention.batches:
+        end = start + sdpa.batch.num_tokens
+        outputs.append(_attend_latent(q[start:end], layer_cache, sdpa, value_dim, scale))
+        start = end
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+def _attend_latent(
+    q: torch.Tensor, layer_cache: torch.Tensor, sdpa: SdpaBatch, value_dim: int, scale: float
+) -> torch.Tensor:
+    batch = sdpa.batch
+    num_seqs, query_len = batch.num_seqs, batch.query_len
+    _, num_heads, latent_dim = q.shape
+    if batch.query_rows is not None:
+        padded = q.new_zeros(num_seqs * query_len, num_heads, latent_dim)
+        q = padded.index_copy_(0, batch.query_rows, q)
+    q = q.view(num_seqs, 1, query_len * num_heads, latent_dim)
+    keys = layer_cache.index_select(0, batch.block_ids).view(num_seqs, 1, -1, latent_dim)
+    out = F.scaled_dot_product_attention(
+        q, keys, keys[..., :value_dim], attn_mask=sdpa.mask, scale=scale
+    )
+    out = out.view(num_seqs * query_len, num_heads, value_dim)
+    return out if batch.query_rows is None else out.index_select(0, batch.query_rows)
+
+
 def _attend(q: torch.Tensor, layer_cache: torch.Tensor, sdpa: SdpaBatch) -> torch.Tensor:
     batch = sdpa.batch
     num_seqs, query_len = batch.num_seqs, batch.query_len

@@ -24,7 +24,7 @@ import torch
 
 from r1_runtime.models.kernels import Kernels
 from r1_runtime.models.kernels.attention import LayerAttention
-from r1_runtime.models.kernels.ops import attention_shape, linear_shape
+from r1_runtime.models.kernels.ops import attention_shape, linear_shape, step_attention
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def _try_load(build_dir: Path) -> Kernels | None:
     return Kernels(
         name="native",
         paged_attention=torch.ops.r1_native.paged_attention,
+        latent_attention=torch.ops.r1.latent_attention,  # NOTE: no C++ form yet
         packed_linear=torch.ops.r1_native.packed_linear,
         argmax=torch.ops.r1_native.argmax,
         step=step,
@@ -101,7 +102,8 @@ def _put_ninja_on_path() -> None:
 
 @contextlib.contextmanager
 def step(kv_cache: torch.Tensor, attention: LayerAttention) -> Iterator[None]:
-    """What the step's `r1_native::paged_attention` ops read, on this thread."""
+    """What the step's `r1_native::paged_attention` ops read, on this thread (and the Python
+    `r1::latent_attention`, through `ops.step_attention`)."""
     batches = attention.batches
     torch.ops.r1_native.set_step(
         kv_cache,
@@ -112,6 +114,7 @@ def step(kv_cache: torch.Tensor, attention: LayerAttention) -> Iterator[None]:
         [sdpa.batch.num_tokens for sdpa in batches],
     )
     try:
-        yield
+        with step_attention(kv_cache, attention):
+            yield
     finally:
         torch.ops.r1_native.clear_step()

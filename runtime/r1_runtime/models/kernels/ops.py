@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from r1_runtime.models.kernels.attention import LayerAttention, paged_attention
+from r1_runtime.models.kernels.attention import LayerAttention, latent_attention, paged_attention
 
 ARGMAX_CHUNK = 256  # vocabulary sizes are multiples of it in practice; any size is still exact
 
@@ -90,6 +90,14 @@ def step_paged_attention(
     return paged_attention(q, k, v, step.kv_cache[layer], step.attention)
 
 
+def step_latent_attention(
+    q: torch.Tensor, latent: torch.Tensor, layer: int, value_dim: int, scale: float
+) -> torch.Tensor:
+    """`latent_attention` of layer `layer` in the running step (`step_attention`)."""
+    step = _STEP_ATTENTION.get()
+    return latent_attention(q, latent, step.kv_cache[layer], step.attention, value_dim, scale)
+
+
 def argmax(logits: torch.Tensor) -> torch.Tensor:
     """`logits.argmax(dim=-1)` of `[rows, vocab]`, the first index among equal maxima.
 
@@ -117,6 +125,13 @@ def attention_shape(q: torch.Tensor, k: Any, v: Any, layer: int) -> torch.Tensor
     return torch.empty_like(q, memory_format=torch.contiguous_format)
 
 
+def latent_attention_shape(
+    q: torch.Tensor, latent: Any, layer: int, value_dim: int, scale: float
+) -> torch.Tensor:
+    """The output of `step_latent_attention` without computing it."""
+    return q.new_empty(q.shape[0], q.shape[1], value_dim)
+
+
 # The traceable forms: each call is one node of the graph (inductor's lowering of the raw
 # mkldnn ops wants its own packing; attention reads the step, see `StepAttention`).
 _LIBRARY: Any = torch.library.Library("r1", "FRAGMENT")  # type: ignore[no-untyped-call]
@@ -125,9 +140,15 @@ _LIBRARY.define(
     " -> Tensor"
 )
 _LIBRARY.define("paged_attention(Tensor q, Tensor k, Tensor v, int layer) -> Tensor")
+_LIBRARY.define(
+    "latent_attention(Tensor q, Tensor latent, int layer, int value_dim, float scale) -> Tensor"
+)
 _LIBRARY.impl("packed_linear", packed_linear, "CPU")
 _LIBRARY.impl("packed_linear", packed_linear, "MkldnnCPU")  # bf16 packed weights
 _LIBRARY.impl("paged_attention", step_paged_attention, "CPU")
 _LIBRARY.impl("paged_attention", step_paged_attention, "CUDA")
+_LIBRARY.impl("latent_attention", step_latent_attention, "CPU")
+_LIBRARY.impl("latent_attention", step_latent_attention, "CUDA")
 torch.library.register_fake("r1::packed_linear", linear_shape, lib=_LIBRARY)
 torch.library.register_fake("r1::paged_attention", attention_shape, lib=_LIBRARY)
+torch.library.register_fake("r1::latent_attention", latent_attention_shape, lib=_LIBRARY)

@@ -1,0 +1,197 @@
+"""DeepSeek-V3 / R1 (`DeepseekV3ForCausalLM`) over the paged KV cache, with Hugging Face
+parameter names: the published checkpoint's per-expert tensors are stacked at load time, and
+each rank reads only the heads, MLP columns and experts it owns (`deepseek_v3_layers`)."""
+
+from __future__ import annotations
+
+import re
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from r1_runtime.layout import ParallelLayout
+from r1_runtime.models.base import PagedCausalLM, Shard, packed_target
+from r1_runtime.models.deepseek_v3_config import DeepseekV3Config
+from r1_runtime.models.deepseek_v3_layers import DecoderLayer, MoE, PairRotary
+from r1_runtime.models.kernels.attention import AttentionMetadata, LayerAttention
+from r1_runtime.models.layers import Linear, RMSNorm, VocabEmbedding, padded_vocab_size
+from r1_runtime.models.parallel import ModelShard, TensorSlice
+
+EXPERT = re.compile(r"^(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.")
+
+
+class DeepseekV3Model(nn.Module):
+    """`model.*` of the checkpoint (of a pipeline stage: its layers, the others empty)."""
+
+    def __init__(self, config: DeepseekV3Config, max_positions: int, shard: ModelShard) -> None:
+        super().__init__()
+        layers = shard.stage_layers(config.num_layers)
+        self.embed_tokens = (
+            VocabEmbedding(config.vocab_size, config.hidden_size, shard)
+            if shard.is_first_stage
+            else None
+        )
+        self.layers = nn.ModuleList(
+            DecoderLayer(config, i, i - layers.start, shard) if i in layers else nn.Identity()
+            for i in range(config.num_layers)
+        )
+        self.norm = (
+            RMSNorm(config.hidden_size, config.rms_norm_eps) if shard.is_last_stage else None
+        )
+        self.rotary_emb = PairRotary(config, max_positions)
+
+
+class DeepseekV3ForCausalLM(PagedCausalLM):
+    packed_modules: ClassVar[dict[str, tuple[str, Shard]]] = {
+        "gate_proj": ("gate_up_proj", 0),
+        "up_proj": ("gate_up_proj", 1),
+    }
+    fp32_parameters: ClassVar[tuple[str, ...]] = ("gate.weight", "gate.e_score_correction_bias")
+    uses_flash_attention: ClassVar[bool] = False  # no flash kernel for a 576-wide latent head
+
+    def __init__(
+        self, config: DeepseekV3Config, max_positions: int, shard: ModelShard | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.shard = shard = shard or ModelShard()
+        self.layer_range = shard.stage_layers(config.num_layers)
+        self.num_heads = shard.split(config.num_heads, "num_attention_heads")
+        self.model = DeepseekV3Model(config, max_positions, shard)
+        rows = padded_vocab_size(config.vocab_size, shard) // shard.tp_size
+        self.lm_head = Linear(config.hidden_size, rows) if shard.is_last_stage else None
+
+    @classmethod
+    def config_from(cls, raw: dict[str, Any]) -> DeepseekV3Config:
+        return DeepseekV3Config.from_dict(raw)
+
+    @classmethod
+    def parallel_problem(cls, config: DeepseekV3Config, layout: ParallelLayout) -> str | None:
+        return config.parallel_problem(layout)
+
+    def reset_buffers(self) -> None:
+        embed = self.model.embed_tokens
+        if self.config.tie_word_embeddings and embed is not None and self.lm_head is not None:
+            self.lm_head.weight = embed.weight
+        self.model.rotary_emb.reset_tables()
+
+    def kv_cache_shape(self, num_blocks: int, block_size: int) -> tuple[int, ...]:
+        """`[layers, num_blocks, block_size, kv_lora_rank + qk_rope_head_dim]`: one latent per
+        token and layer (the same on every tensor-parallel rank)."""
+        return (len(self.layer_range), num_blocks, block_size, self.config.latent_dim)
+
+    def step(self, kv_cache: torch.Tensor, meta: AttentionMetadata) -> AbstractContextManager[None]:
+        attention = LayerAttention.for_model(meta, self.num_heads, kv_cache.dtype)
+        return self.kernels.step(kv_cache, attention)
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        embed = self.model.embed_tokens
+        x = embed(input_ids) if embed is not None else hidden
+        assert x is not None, "a stage after the first continues from the previous one's"
+        rope = self.model.rotary_emb(positions)
+        for index in self.layer_range:
+            x = self.model.layers[index](x, rope)
+        return x
+
+    def stage_output(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        sample_indices: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        out: torch.Tensor = self(input_ids, positions, hidden)
+        if self.lm_head is None:
+            return out
+        assert self.model.norm is not None
+        local: torch.Tensor = self.lm_head(self.model.norm(out[sample_indices]))
+        logits = self.shard.all_gather_columns(local)[:, : self.config.vocab_size]
+        return logits.float()
+
+    # --- loading -------------------------------------------------------------------------
+
+    def checkpoint_target(self, name: str) -> tuple[str, Shard | None] | None:
+        """Per-expert tensors go to this rank's stacked experts (None: another rank's); the
+        MTP layers after the last decoder layer are not held (see `held_parameter`)."""
+        held = self.held_parameter(name)
+        if held is None:
+            return None
+        expert = EXPERT.match(held)
+        if expert is None:
+            return packed_target(held, self.packed_modules)
+        prefix, index, part = expert.group(1), int(expert.group(2)), expert.group(3)
+        local = index - self._experts(prefix).first_expert
+        if not 0 <= local < len(self._experts(prefix).down_proj):
+            return None
+        if part == "down_proj":
+            return f"{prefix}.down_proj", local
+        return f"{prefix}.gate_up_proj", (local, 0 if part == "gate_proj" else 1)
+
+    def held_parameter(self, name: str) -> str | None:
+        if name.startswith("model.layers."):
+            return name if int(name.split(".")[2]) in self.layer_range else None
+        if name.startswith("model.embed_tokens."):
+            return name if self.shard.is_first_stage else None
+        if name.startswith(("model.norm.", "lm_head.")):
+            return name if self.shard.is_last_stage else None
+        return name
+
+    def shard_view(self, param_name: str, param: torch.Tensor, shard: Shard) -> torch.Tensor:
+        if isinstance(shard, tuple):  # an expert's gate or up rows
+            expert, part = shard
+            size = self.config.moe_intermediate_size
+            return param[expert, part * size : (part + 1) * size]
+        if "experts.down_proj" in param_name:
+            return param[int(shard)]
+        size = param.shape[0] // 2  # a dense or shared MLP's fused gate and up
+        return param[int(shard) * size : (int(shard) + 1) * size]
+
+    def expected_shards(self, names: list[str]) -> set[tuple[str, Shard | None]]:
+        expected = super().expected_shards(names)
+        for name in names:
+            if name.endswith("experts.gate_up_proj"):
+                experts = range(len(self._experts(name.rsplit(".", 1)[0]).down_proj))
+                expected -= {(name, 0), (name, 1), (name, None)}
+                expected |= {(name, (e, part)) for e in experts for part in (0, 1)}
+            elif name.endswith("experts.down_proj"):
+                experts = range(len(self._experts(name.rsplit(".", 1)[0]).down_proj))
+                expected -= {(name, None)}
+                expected |= {(name, e) for e in experts}
+        return expected
+
+    def checkpoint_slice(self, param_name: str, shard: Shard | None) -> TensorSlice | None:
+        """The rows or columns of a checkpoint tensor this tensor-parallel rank reads."""
+        tp, rank, config = self.shard.tp_size, self.shard.tp_rank, self.config
+        if tp == 1 or "experts.gate_up_proj" in param_name or "experts.down_proj" in param_name:
+            return None
+        heads = self.num_heads
+        if param_name.endswith(("q_b_proj.weight", "q_proj.weight")):
+            return TensorSlice(0, rank * heads * config.qk_head_dim, heads * config.qk_head_dim)
+        if param_name.endswith("kv_b_proj.weight"):
+            per_head = config.qk_nope_head_dim + config.v_head_dim
+            return TensorSlice(0, rank * heads * per_head, heads * per_head)
+        if param_name.endswith("o_proj.weight"):
+            return TensorSlice(1, rank * heads * config.v_head_dim, heads * config.v_head_dim)
+        if param_name.endswith(("gate_up_proj.weight", "down_proj.weight")):
+            width = self._mlp_width(param_name) // tp
+            return TensorSlice(0 if "gate_up" in param_name else 1, rank * width, width)
+        if param_name in ("model.embed_tokens.weight", "lm_head.weight"):
+            rows = padded_vocab_size(config.vocab_size, self.shard) // tp
+            return TensorSlice(0, rank * rows, rows)
+        return None
+
+    def _mlp_width(self, param_name: str) -> int:
+        config = self.config
+        if "shared_experts" in param_name:
+            return int(config.moe_intermediate_size * config.n_shared_experts)
+        return int(config.intermediate_size)
+
+    def _experts(self, prefix: str) -> Any:
+        """The `Experts` module at `model.layers.N.mlp.experts`."""
+        moe = self.model.layers[int(prefix.split(".")[2])].mlp
+        assert isinstance(moe, MoE)
+        return moe.experts
