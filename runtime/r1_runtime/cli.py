@@ -16,7 +16,8 @@ from r1_runtime.logs import configure_logging
 from r1_runtime.model_info import ModelInfo, ModelInfoError
 
 # Kept here rather than imported from r1_runtime.demo, which pulls in torch: `--help` stays fast.
-DEMO_ARCHS = ("qwen2", "deepseek_v3")
+# The flag's values -> r1_runtime.demo's architecture names; the first is the default.
+DEMO_ARCHITECTURES = {"deepseek-v3": "deepseek_v3", "qwen2": "qwen2"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,10 +188,18 @@ def _add_demo_model(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "directory",
         nargs="?",
         type=Path,
-        help="where to write it (default: .cache/demo-model, or .cache/demo-model-ARCH "
-        "for an arch other than qwen2)",
+        help="where to write it (default: .cache/demo-model for deepseek-v3, "
+        ".cache/demo-model-ARCHITECTURE for another)",
     )
-    command.add_argument("--arch", choices=DEMO_ARCHS, default="qwen2")
+    command.add_argument(
+        "--architecture",
+        choices=list(DEMO_ARCHITECTURES),
+        default="deepseek-v3",
+        help="deepseek-v3: R1's own (MLA, MoE); qwen2: the R1-Distill-Qwen models'",
+    )
+    command.add_argument(
+        "--fp8", action="store_true", help="weights in R1's fp8 block format (deepseek-v3)"
+    )
     command.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     command.set_defaults(command=_demo_model)
 
@@ -201,11 +210,18 @@ def _demo_model(args: argparse.Namespace, out: TextIO) -> int:
 
     from r1_runtime.demo import build_demo_model
 
+    if args.fp8 and args.architecture != "deepseek-v3":
+        print(
+            "r1-runtime demo-model: error: --fp8 needs --architecture deepseek-v3", file=sys.stderr
+        )
+        return 2
     logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    directory = args.directory or _default_demo_directory(args.arch)
-    model = build_demo_model(directory, arch=args.arch, seed=args.seed)
+    directory = args.directory or _default_demo_directory(args.architecture)
+    arch = DEMO_ARCHITECTURES[args.architecture]
+    model = build_demo_model(directory, arch=arch, seed=args.seed, fp8=args.fp8)
     out.write(
-        f"wrote a {model.arch} demo model to {model.directory}: "
+        f"wrote a {args.architecture}{' fp8' if args.fp8 else ''} demo model to "
+        f"{model.directory}: "
         f"{model.num_parameters / 1e6:.1f}M parameters, vocabulary {model.vocab_size}, "
         f"bos {model.bos_token_id}, eos {model.eos_token_id}\n"
     )
@@ -241,8 +257,8 @@ def _verify_audit(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _default_demo_directory(arch: str) -> Path:
-    name = "demo-model" if arch == "qwen2" else f"demo-model-{arch}"
+def _default_demo_directory(architecture: str) -> Path:
+    name = "demo-model" if architecture == "deepseek-v3" else f"demo-model-{architecture}"
     return Path(".cache") / name
 
 

@@ -69,22 +69,34 @@ def llama_config() -> LlamaConfig:
 
 
 def deepseek_v3_config() -> DeepseekV3Config:
-    """The full R1 architecture in miniature: MLA (low-rank q and kv) and MoE after one
-    dense layer."""
+    """The full R1 architecture in miniature: MLA (low-rank q and kv), YaRN (with different
+    mscales, so both of its factors matter), and MoE after one dense layer: 8 experts in 2
+    groups, the best group kept, 2 experts per token, plus a shared one."""
+    yarn = {
+        "rope_type": "yarn",
+        "rope_theta": 10000.0,
+        "factor": 4.0,
+        "original_max_position_embeddings": 128,
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "mscale": 1.0,
+        "mscale_all_dim": 0.707,
+    }
     return DeepseekV3Config(
         **{**COMMON, "num_key_value_heads": 4},
+        rope_parameters=yarn,
         q_lora_rank=32,
         kv_lora_rank=32,
         qk_nope_head_dim=16,
         qk_rope_head_dim=8,
         v_head_dim=16,
         head_dim=8,
-        n_routed_experts=4,
+        n_routed_experts=8,
         num_experts_per_tok=2,
         n_shared_experts=1,
         moe_intermediate_size=32,
         first_k_dense_replace=1,
-        n_group=1,
+        n_group=2,
         topk_group=1,
     )
 

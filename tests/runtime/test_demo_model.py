@@ -6,6 +6,7 @@ The models themselves come from the session fixtures in conftest.py (seed 0).
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from importlib import resources
@@ -76,6 +77,7 @@ def test_the_command_in_another_process_writes_the_same_bytes_for_the_same_seed(
 ) -> None:
     again = tmp_path / "again"
     command = [sys.executable, "-m", "r1_runtime.cli", "demo-model", str(again), "--seed", "0"]
+    command += ["--architecture", "qwen2"]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     assert f"wrote a qwen2 demo model to {again}" in result.stdout
     assert sorted(digests(again)) == FILES
@@ -91,25 +93,33 @@ def test_another_seed_changes_the_weights_but_not_the_tokenizer_or_config(
 
 
 @pytest.mark.parametrize(
-    ("arch", "default"),
-    [("qwen2", ".cache/demo-model"), ("deepseek_v3", ".cache/demo-model-deepseek_v3")],
-    ids=["qwen2 goes to .cache/demo-model", "deepseek_v3 goes to a directory of its own"],
+    ("flags", "default", "said"),
+    [
+        ([], ".cache/demo-model", "deepseek-v3"),
+        (["--architecture", "qwen2"], ".cache/demo-model-qwen2", "qwen2"),
+    ],
+    ids=["R1's architecture by default, to .cache/demo-model", "qwen2 to a directory of its own"],
 )
 def test_without_a_directory_the_command_writes_under_dot_cache(
-    arch: str,
+    flags: list[str],
     default: str,
+    said: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["demo-model", "--arch", arch]) == 0
+    assert cli.main(["demo-model", *flags]) == 0
     assert sorted(digests(tmp_path / default)) == FILES
-    assert f"wrote a {arch} demo model to {default}:" in capsys.readouterr().out
+    assert f"wrote a {said} demo model to {default}:" in capsys.readouterr().out
+    architecture = json.loads((tmp_path / default / "config.json").read_text())["architectures"]
+    assert architecture == [
+        "DeepseekV3ForCausalLM" if said == "deepseek-v3" else "Qwen2ForCausalLM"
+    ]
 
 
 def test_the_command_offers_exactly_the_archs_the_builder_knows() -> None:
-    assert cli.DEMO_ARCHS == ARCHS
+    assert sorted(cli.DEMO_ARCHITECTURES.values()) == sorted(ARCHS)
 
 
 # The checkpoints

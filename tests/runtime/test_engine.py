@@ -45,7 +45,7 @@ def references(name: str, prompts: list[list[int]], max_tokens: int) -> list[lis
 @dataclass(frozen=True)
 class Scenario:
     prompt_lengths: list[int]
-    max_tokens: int = 24
+    max_tokens: int = 32
     engine: dict[str, Any] = field(default_factory=dict)
     prefix_len: int = 0  # every prompt starts with the same prefix tokens
     staggered: bool = False  # the first prompt runs alone first, caching the shared prefix

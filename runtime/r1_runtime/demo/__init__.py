@@ -13,6 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from r1_runtime.demo.checkpoint import CONFIGS, CONTEXT_LENGTH, save_checkpoint
+from r1_runtime.demo.fp8 import quantize_checkpoint
 from r1_runtime.demo.tokenizer import (
     ASSISTANT,
     BOS,
@@ -51,12 +52,15 @@ class DemoModel:
     eos_token_id: int
 
 
-def build_demo_model(directory: Path, arch: str = "qwen2", seed: int = 0) -> DemoModel:
+def build_demo_model(
+    directory: Path, arch: str = "qwen2", seed: int = 0, *, fp8: bool = False
+) -> DemoModel:
     """Write a demo checkpoint of `arch` (one of `ARCHS`) and its tokenizer into `directory`.
 
     The directory is created if missing; the files it holds are config.json,
     generation_config.json, model.safetensors, tokenizer.json and tokenizer_config.json,
     overwritten if present. The same arch, seed and library versions give the same bytes.
+    With `fp8`, the decoder layers' weights are in R1's fp8 block format (`demo.fp8`).
     The tokenizer does not depend on the seed, and the model's vocabulary is the tokenizer's.
     """
     tokenizer = train_tokenizer()
@@ -65,6 +69,8 @@ def build_demo_model(directory: Path, arch: str = "qwen2", seed: int = 0) -> Dem
     directory.mkdir(parents=True, exist_ok=True)
     save_tokenizer(tokenizer, directory, CONTEXT_LENGTH)
     num_parameters = save_checkpoint(directory, config, seed)
+    if fp8:
+        quantize_checkpoint(directory)
     return DemoModel(
         directory=directory,
         arch=arch,

@@ -145,7 +145,7 @@ class DeepseekV3ForCausalLM(PagedCausalLM):
             expert, part = shard
             size = self.config.moe_intermediate_size
             return param[expert, part * size : (part + 1) * size]
-        if "experts.down_proj" in param_name:
+        if ".mlp.experts." in param_name:
             return param[int(shard)]
         size = param.shape[0] // 2  # a dense or shared MLP's fused gate and up
         return param[int(shard) * size : (int(shard) + 1) * size]
@@ -153,11 +153,11 @@ class DeepseekV3ForCausalLM(PagedCausalLM):
     def expected_shards(self, names: list[str]) -> set[tuple[str, Shard | None]]:
         expected = super().expected_shards(names)
         for name in names:
-            if name.endswith("experts.gate_up_proj"):
+            if name.endswith(".mlp.experts.gate_up_proj"):
                 experts = range(len(self._experts(name.rsplit(".", 1)[0]).down_proj))
                 expected -= {(name, 0), (name, 1), (name, None)}
                 expected |= {(name, (e, part)) for e in experts for part in (0, 1)}
-            elif name.endswith("experts.down_proj"):
+            elif name.endswith(".mlp.experts.down_proj"):
                 experts = range(len(self._experts(name.rsplit(".", 1)[0]).down_proj))
                 expected -= {(name, None)}
                 expected |= {(name, e) for e in experts}
@@ -166,7 +166,7 @@ class DeepseekV3ForCausalLM(PagedCausalLM):
     def checkpoint_slice(self, param_name: str, shard: Shard | None) -> TensorSlice | None:
         """The rows or columns of a checkpoint tensor this tensor-parallel rank reads."""
         tp, rank, config = self.shard.tp_size, self.shard.tp_rank, self.config
-        if tp == 1 or "experts.gate_up_proj" in param_name or "experts.down_proj" in param_name:
+        if tp == 1 or ".mlp.experts." in param_name:  # routed experts: whole, on their rank
             return None
         heads = self.num_heads
         if param_name.endswith(("q_b_proj.weight", "q_proj.weight")):

@@ -39,6 +39,9 @@ def rounds() -> list[list[list[int]]]:
         pytest.param("qwen2", 2, 2, id="qwen2 TP2xPP2"),
         pytest.param("llama", 4, 1, id="llama TP4: KV heads replicated, tied embeddings"),
         pytest.param("llama", 2, 2, id="llama TP2xPP2: the last stage reads the tied embedding"),
+        pytest.param("deepseek_v3", 2, 1, id="DeepSeek-V3 TP2: heads split, experts parallel"),
+        pytest.param("deepseek_v3", 4, 1, id="DeepSeek-V3 TP4: one head and two experts a rank"),
+        pytest.param("deepseek_v3", 2, 2, id="DeepSeek-V3 TP2xPP2"),
     ],
 )
 def test_greedy_tokens_equal_the_single_process_engine(

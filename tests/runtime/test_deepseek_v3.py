@@ -1,0 +1,143 @@
+"""DeepSeek-V3's own pieces, beside the engine tests that compare its tokens with
+transformers' (test_engine.py): the router against a hand-worked table, the KV cache's bytes
+against the operator's planner, fp8 checkpoints against the reference dequantization, and
+which experts each expert-parallel rank loads."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from r1_operator.shapes import ModelShape
+from r1_runtime.demo.fp8 import is_quantized, quantize_block_fp8, quantize_checkpoint
+from r1_runtime.engine.kv_cache import bytes_per_block
+from r1_runtime.model_info import ModelInfo
+from r1_runtime.models.base import PagedCausalLM
+from r1_runtime.models.deepseek_v3 import DeepseekV3ForCausalLM
+from r1_runtime.models.loader import load_weights
+from r1_runtime.models.moe import Routing, route
+from r1_runtime.models.parallel import ModelShard
+from r1_runtime.models.registry import own_model
+from safetensors.torch import load_file
+
+from .checkpoints import checkpoint_dir
+
+__all__ = ["checkpoint_dir"]
+
+ROOT = Path(__file__).resolve().parents[2]
+R1_CONFIG = ROOT / "operator" / "r1_operator" / "catalog" / "deepseek-ai--DeepSeek-R1.json"
+
+# One token, 8 experts in 2 groups: scores (the logits' sigmoids) 0.9 0.1 0.2 0.3 | 0.6 0.7
+# 0.65 0.1. Group scores are the sums of each group's best two: 1.2 and 1.35.
+SCORES = [0.9, 0.1, 0.2, 0.3, 0.6, 0.7, 0.65, 0.1]
+ROUTES = [
+    pytest.param(None, 1, {5: 0.7 / 1.35 * 2.5, 6: 0.65 / 1.35 * 2.5}, id="the second group wins"),
+    pytest.param(
+        [0, 0.5, 0, 0, 0, 0, 0, 0],
+        1,
+        # the bias lifts expert 1 to 0.6 for the choice: group one's score 1.5 wins, and
+        # expert 1 is chosen; its weight is still its own score, 0.1
+        {0: 0.9 / 1.0 * 2.5, 1: 0.1 / 1.0 * 2.5},
+        id="the correction bias steers the choice, not the weights",
+    ),
+    pytest.param(None, 2, {0: 0.9 / 1.6 * 2.5, 5: 0.7 / 1.6 * 2.5}, id="both groups kept"),
+]
+
+
+@pytest.mark.parametrize(("bias", "topk_group", "expected"), ROUTES)
+def test_grouped_top_k_routing_matches_the_hand_worked_table(
+    bias: list[float] | None, topk_group: int, expected: dict[int, float]
+) -> None:
+    scores = torch.tensor([SCORES])
+    logits = torch.log(scores / (1 - scores))
+    routing = Routing(
+        top_k=2, n_group=2, topk_group=topk_group, norm_topk_prob=True, routed_scaling_factor=2.5
+    )
+    weights, ids = route(logits, None if bias is None else torch.tensor(bias), routing)
+    chosen = dict(zip(ids[0].tolist(), weights[0].tolist(), strict=True))
+    assert chosen.keys() == expected.keys()
+    for expert, weight in expected.items():
+        assert chosen[expert] == pytest.approx(weight, rel=1e-5)
+
+
+def test_r1s_latent_cache_is_the_bytes_per_token_the_operator_plans_with() -> None:
+    raw = json.loads(R1_CONFIG.read_text())
+    with torch.device("meta"):
+        model = DeepseekV3ForCausalLM(DeepseekV3ForCausalLM.config_from(raw), 16)
+    per_token = bytes_per_block(model, 16, torch.bfloat16) // 16
+    assert per_token == 61 * (512 + 64) * 2 == 70_272
+    assert per_token == ModelShape.from_config(raw).kv_bytes_per_token(2)
+
+
+def loaded(path: Path, shard: ModelShard, dtype: torch.dtype = torch.float32) -> PagedCausalLM:
+    own = own_model(ModelInfo.read(path))
+    with torch.device("meta"):
+        model = own.model_class(own.config, 64, shard)
+    model = model.to(dtype).to_empty(device="cpu")
+    model.reset_buffers()
+    load_weights(model, path)
+    return model
+
+
+def test_an_fp8_checkpoint_loads_as_the_reference_dequantization(
+    checkpoint_dir: Path, tmp_path: Path
+) -> None:
+    """16 x 16 blocks, so that the tiny tensors span several; each rank of TP2 (heads, MLP
+    columns and rows, its experts) gets its part of the same dequantized tensors."""
+    path = Path(shutil.copytree(checkpoint_dir / "deepseek_v3", tmp_path / "fp8"))
+    original = load_file(path / "model.safetensors")
+    quantize_checkpoint(path, block=(16, 16))
+    stored = load_file(path / "model.safetensors")
+    assert stored["model.layers.1.mlp.experts.3.up_proj.weight"].dtype == torch.float8_e4m3fn
+    expected = {
+        name: _dequantized(stored[name], stored[f"{name}_scale_inv"], 16)
+        if is_quantized(name, tensor)
+        else tensor
+        for name, tensor in original.items()
+    }
+    whole = dict(loaded(path, ModelShard()).named_parameters())
+    assert torch.equal(whole["model.layers.0.self_attn.q_b_proj.weight"], expected[
+        "model.layers.0.self_attn.q_b_proj.weight"])  # fmt: skip
+    up = whole["model.layers.1.mlp.experts.gate_up_proj"][3, 32:]
+    assert torch.equal(up, expected["model.layers.1.mlp.experts.3.up_proj.weight"])
+    fp8_error = (up - original["model.layers.1.mlp.experts.3.up_proj.weight"]).abs().max()
+    assert 0 < fp8_error < 0.1 * original["model.layers.1.mlp.experts.3.up_proj.weight"].abs().max()
+    ranks = [
+        dict(loaded(path, ModelShard(tp_rank=r, tp_size=2)).named_parameters()) for r in (0, 1)
+    ]
+    down = "model.layers.0.mlp.down_proj.weight"
+    assert torch.equal(torch.cat([rank[down] for rank in ranks], dim=1), expected[down])
+    o_proj = "model.layers.1.self_attn.o_proj.weight"
+    assert torch.equal(torch.cat([rank[o_proj] for rank in ranks], dim=1), expected[o_proj])
+
+
+def _dequantized(weight: torch.Tensor, scale: torch.Tensor, block: int) -> torch.Tensor:
+    rows, cols = weight.shape
+    expanded = scale.repeat_interleave(block, 0).repeat_interleave(block, 1)[:rows, :cols]
+    return weight.float() * expanded
+
+
+def test_each_expert_parallel_rank_holds_and_reads_only_its_experts(checkpoint_dir: Path) -> None:
+    path = checkpoint_dir / "deepseek_v3"
+    whole = loaded(path, ModelShard())
+    experts = "model.layers.1.mlp.experts.gate_up_proj"
+    full = dict(whole.named_parameters())[experts]
+    for rank in range(4):
+        model = loaded(path, ModelShard(tp_rank=rank, tp_size=4))
+        mine = dict(model.named_parameters())[experts]
+        assert mine.shape[0] == 2  # 8 experts over 4 ranks
+        assert torch.equal(mine, full[2 * rank : 2 * rank + 2])
+        held = sum(p.nbytes for p in model.parameters())
+        assert held < 0.5 * sum(p.nbytes for p in whole.parameters())
+
+
+def test_quantize_block_fp8_round_trips_within_fp8_precision() -> None:
+    weight = torch.randn(40, 24)
+    quantized, scale = quantize_block_fp8(weight, (16, 16))
+    assert scale.shape == (math.ceil(40 / 16), math.ceil(24 / 16))
+    back = _dequantized(quantized, scale, 16)
+    assert (back - weight).abs().max() <= 0.07 * weight.abs().max()
