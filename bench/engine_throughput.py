@@ -208,9 +208,30 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--backend", choices=["eager", "compile"], default="eager")
     parser.add_argument("--model-dir", type=Path, default=RESULTS / "qwen2-40m")
+    parser.add_argument(
+        "--architecture",
+        choices=["qwen2", "deepseek-v3"],
+        default="qwen2",
+        help="deepseek-v3: the engine against the transformers fallback and generate",
+    )
     args = parser.parse_args()
     model_dir = build_model(args.model_dir)
     prompts = make_prompts(model_dir)
+    if args.architecture == "deepseek-v3":
+        from deepseek_v3_throughput import bench_v3
+
+        v3 = {name: bench_v3(model_dir, prompts, name) for name in args.dtypes}
+        path = RESULTS / f"deepseek_v3_throughput-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(json.dumps({"torch": torch.__version__, **v3}, indent=2))
+        for name, figures in v3.items():
+            print(
+                f"{name}: engine {figures['engine']['batch']['tokens_per_s']:.0f} tok/s at batch "
+                f"{len(prompts)}, {figures['engine_vs_fallback_batch']:.1f}x the fallback, "
+                f"{figures['engine_vs_transformers_batch']:.1f}x transformers generate; one at a "
+                f"time {figures['engine_vs_transformers_one_at_a_time']:.1f}x generate"
+            )
+        print(f"wrote {path}")
+        return
     result: dict[str, Any] = {
         "workload": {"prompts": len(prompts), "prompt_tokens": sum(map(len, prompts))},
         "machine": {"cpu": platform.processor(), "torch_threads": torch.get_num_threads()},
