@@ -122,10 +122,11 @@ def read_settings(path: Path) -> Settings:
         quantization=_typed(raw, "quantization", str, path),
         security=_security(raw, path),
     )
-    if settings.quantization is not None:
+    if settings.quantization not in (None, "fp8"):
         raise ConfigError(
             f"--settings {path}: quantization {settings.quantization!r} is not supported by "
-            "this runtime yet; serve an unquantized checkpoint"
+            "this runtime yet; serve an unquantized or an fp8 block-quantized (DeepSeek-R1's) "
+            "checkpoint"
         )
     return settings
 
@@ -212,7 +213,8 @@ def _check_unsupported(config: RuntimeConfig) -> None:
     if config.precision in ("fp8", "int8"):
         raise ConfigError(
             f"--precision {config.precision} needs a quantized engine, which this runtime does "
-            "not build yet; use auto, bf16, fp16 or fp32"
+            "not build yet; use auto, bf16, fp16 or fp32 (an fp8 checkpoint, such as "
+            "DeepSeek-R1's, loads with its weights dequantized to that dtype)"
         )
 
 

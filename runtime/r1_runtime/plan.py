@@ -47,6 +47,11 @@ def plan_engine(config: RuntimeConfig, info: ModelInfo) -> EnginePlan:
             f"--backend {backend.name}: this model runs through the transformers fallback, "
             "which only runs eager; use --backend eager"
         )
+    if config.settings.quantization == "fp8" and "quantization_config" not in info.config:
+        raise ConfigError(
+            f"settings.json quantization fp8, but {info.directory}/config.json has no fp8 "
+            "quantization_config: set spec.model.quantization to match the checkpoint"
+        )
     if config.layout.is_distributed:
         _check_parallel(config, own, backend, device)
     return EnginePlan(backend, device, dtype, own)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from r1_operator.shapes import ModelShape
+from r1_runtime.config import ConfigError, RuntimeConfig, read_settings
 from r1_runtime.demo.fp8 import is_quantized, quantize_block_fp8, quantize_checkpoint
 from r1_runtime.engine.kv_cache import bytes_per_block
 from r1_runtime.model_info import ModelInfo
@@ -22,7 +23,8 @@ from r1_runtime.models.loader import load_weights
 from r1_runtime.models.moe import Routing, route
 from r1_runtime.models.parallel import ModelShard
 from r1_runtime.models.registry import own_model
-from safetensors.torch import load_file
+from r1_runtime.plan import plan_engine
+from safetensors.torch import load_file, save_file
 
 from .checkpoints import checkpoint_dir
 
@@ -141,3 +143,47 @@ def test_quantize_block_fp8_round_trips_within_fp8_precision() -> None:
     assert scale.shape == (math.ceil(40 / 16), math.ceil(24 / 16))
     back = _dequantized(quantized, scale, 16)
     assert (back - weight).abs().max() <= 0.07 * weight.abs().max()
+
+
+def test_the_mtp_layer_is_kept_not_dropped(checkpoint_dir: Path, tmp_path: Path) -> None:
+    """R1's checkpoint carries one multi-token-prediction layer after the last (layer 61 of
+    61); the tiny one gets a layer 2 of 2: the last stage keeps its tensors, each rank only
+    its own experts', and the engine does not run them."""
+    path = Path(shutil.copytree(checkpoint_dir / "deepseek_v3", tmp_path / "mtp"))
+    tensors = load_file(path / "model.safetensors")
+    mtp = {
+        "model.layers.2.enorm.weight": torch.ones(64),
+        "model.layers.2.eh_proj.weight": torch.ones(64, 128),
+        **{
+            f"model.layers.2.mlp.experts.{e}.up_proj.weight": torch.full((32, 64), e)
+            for e in range(8)
+        },
+    }
+    save_file({**tensors, **mtp}, str(path / "model.safetensors"), metadata={"format": "pt"})
+    whole = loaded(path, ModelShard())
+    assert whole.side_tensors.keys() == mtp.keys()
+    ranks = [loaded(path, ModelShard(tp_rank=r, tp_size=2)) for r in (0, 1)]
+    experts = [sorted(k for k in rank.side_tensors if ".experts." in k) for rank in ranks]
+    assert experts == [
+        [f"model.layers.2.mlp.experts.{e}.up_proj.weight" for e in range(4)],
+        [f"model.layers.2.mlp.experts.{e}.up_proj.weight" for e in range(4, 8)],
+    ]
+    first_stage = loaded(path, ModelShard(layers=range(0, 1), is_last_stage=False))
+    assert first_stage.side_tensors == {}
+
+
+def test_settings_say_fp8_only_for_an_fp8_checkpoint(checkpoint_dir: Path, tmp_path: Path) -> None:
+    """The operator writes `quantization: fp8` into settings.json from spec.model.quantization:
+    accepted for an fp8 checkpoint (dequantized at load), refused for another."""
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"quantization": "fp8"}))
+    plain = checkpoint_dir / "deepseek_v3"
+    fp8 = Path(shutil.copytree(plain, tmp_path / "fp8"))
+    quantize_checkpoint(fp8, block=(16, 16))
+    for path in (plain, fp8):
+        config = RuntimeConfig(model=path, served_model_name="r1", settings=read_settings(settings))
+        if path == plain:
+            with pytest.raises(ConfigError, match="has no fp8 quantization_config"):
+                plan_engine(config, ModelInfo.read(path))
+        else:
+            assert plan_engine(config, ModelInfo.read(path)).own_model is not None

@@ -37,6 +37,7 @@ class PagedCausalLM(KernelModule):
     uses_flash_attention: ClassVar[bool] = True  # whether flash-attn's kernel fits its cache
     config: Any
     shard: ModelShard
+    side_tensors: dict[str, torch.Tensor]  # filled by the loader (`keeps_as_is`)
 
     @classmethod
     @abstractmethod
@@ -85,6 +86,11 @@ class PagedCausalLM(KernelModule):
         """Our parameter name for checkpoint tensor `name` before fusing; None when this
         rank's part of the model does not hold it."""
         return name
+
+    def keeps_as_is(self, name: str) -> bool:
+        """Whether checkpoint tensor `name` is kept as it is stored, beside the parameters
+        (`side_tensors`): weights this rank holds for later use but does not run."""
+        return False
 
     def checkpoint_target(self, name: str) -> tuple[str, Shard | None] | None:
         """(our parameter, which part of it) that checkpoint tensor `name` fills on this rank;

@@ -131,6 +131,20 @@ class DeepseekV3ForCausalLM(PagedCausalLM):
             return f"{prefix}.down_proj", local
         return f"{prefix}.gate_up_proj", (local, 0 if part == "gate_proj" else 1)
 
+    def keeps_as_is(self, name: str) -> bool:
+        """The multi-token-prediction layers after the last decoder layer (R1's layer 61),
+        on the last pipeline stage: kept for speculative decoding, which does not run them
+        yet; of their routed experts, only this rank's."""
+        if not name.startswith("model.layers.") or not self.shard.is_last_stage:
+            return False
+        if int(name.split(".")[2]) < self.config.num_layers:
+            return False
+        expert = EXPERT.match(name)
+        if expert is None:
+            return True
+        per_rank = self.config.num_experts // self.shard.tp_size
+        return bool(int(expert.group(2)) // per_rank == self.shard.tp_rank)
+
     def held_parameter(self, name: str) -> str | None:
         if name.startswith("model.layers."):
             return name if int(name.split(".")[2]) in self.layer_range else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -12,6 +13,8 @@ from r1_runtime.models.base import PagedCausalLM, Shard
 from r1_runtime.models.parallel import ModelShard, TensorSlice
 from r1_runtime.models.registry import OwnModel
 from r1_runtime.models.safetensors_file import SafetensorsFile
+
+logger = logging.getLogger(__name__)
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved
 SCALE_SUFFIX = ".weight_scale_inv"  # fp8 block scales, read with their weight
@@ -64,11 +67,18 @@ def load_weights(model: PagedCausalLM, model_dir: Path) -> int:
     params = dict(model.named_parameters())  # NOTE: a tied lm_head.weight is not listed
     filled: set[tuple[str, Shard | None]] = set()
     bytes_read = 0
+    model.side_tensors = {}
     files = [SafetensorsFile(path) for path in checkpoint_files(model_dir)]
     try:
         where = {name: f for f in files for name in f.names()}
         for name, f in where.items():
-            if name.endswith(IGNORED_SUFFIXES) or name.endswith(SCALE_SUFFIX):
+            if name.endswith(IGNORED_SUFFIXES):
+                continue
+            if model.keeps_as_is(name):
+                model.side_tensors[name] = f.read(name)
+                bytes_read += model.side_tensors[name].nbytes
+                continue
+            if name.endswith(SCALE_SUFFIX):
                 continue
             found = model.checkpoint_target(name)
             if found is None:
@@ -101,6 +111,14 @@ def load_weights(model: PagedCausalLM, model_dir: Path) -> int:
     missing = model.expected_shards(list(params)) - filled
     if missing:
         raise ValueError(f"parameters missing from the checkpoint: {sorted(map(str, missing))}")
+    if model.side_tensors:
+        size = sum(tensor.nbytes for tensor in model.side_tensors.values())
+        logger.info(
+            "kept %d tensors (%.1f MB) as stored, not run: %s...",
+            len(model.side_tensors),
+            size / 1e6,
+            next(iter(model.side_tensors)),
+        )
     return bytes_read
 
 
