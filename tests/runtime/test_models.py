@@ -16,6 +16,7 @@ from r1_runtime.engine.model_runner import PagedModelRunner, RecomputeModelRunne
 from r1_runtime.engine.step_inputs import prepare_inputs, step_entries
 from r1_runtime.model_info import ModelInfo
 from r1_runtime.models.base import PagedCausalLM
+from r1_runtime.models.deepseek_v3_config import DeepseekV3Config
 from r1_runtime.models.kernels.attention import flash_attn_varlen_func
 from r1_runtime.models.layers import inverse_frequencies
 from r1_runtime.models.llama_config import LlamaConfig as OurLlamaConfig
@@ -28,6 +29,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from .checkpoints import (
     build_model,
     checkpoint_dir,
+    deepseek_v3_config,
     llama_config,
     make_engine,
     make_prompts,
@@ -54,12 +56,13 @@ def prompt_logits(path: Path, prompt: list[int], block_size: int = 4) -> torch.T
     assert batch is not None
     cache = allocate_kv_cache(model, 64, block_size, dtype=torch.float32, device=CPU)
     inputs = prepare_inputs(step_entries(batch), block_size, use_flash=False)
+    every_row = torch.arange(len(inputs.input_ids))
     with model.step(cache, inputs.meta):
-        hidden = model(inputs.input_ids, inputs.positions)
-    return model.compute_logits(hidden)
+        logits: torch.Tensor = model.stage_output(inputs.input_ids, inputs.positions, every_row)
+    return logits
 
 
-@pytest.mark.parametrize("name", ["qwen2", "llama"])
+@pytest.mark.parametrize("name", ["qwen2", "llama", "deepseek_v3"])
 def test_prompt_logits_match_transformers(checkpoint_dir: Path, name: str) -> None:
     prompt = make_prompts([70])[0]  # past the llama3 scaling's original context of 64
     with torch.inference_mode():
@@ -95,6 +98,19 @@ def test_llama3_rope_scaling_matches_transformers() -> None:
     actual = inverse_frequencies(ours.head_dim, ours.rope_theta, ours.rope_scaling)
     torch.testing.assert_close(actual, expected)
     assert not torch.equal(actual, inverse_frequencies(ours.head_dim, ours.rope_theta, None))
+
+
+def test_yarn_rope_scaling_matches_transformers() -> None:
+    config = deepseek_v3_config()
+    expected, cos_sin_factor = ROPE_INIT_FUNCTIONS["yarn"](config)
+    ours = DeepseekV3Config.from_dict(
+        {**config.to_dict(), "architectures": ["DeepseekV3ForCausalLM"]}
+    )
+    assert ours.yarn is not None
+    actual = ours.yarn.inverse_frequencies(ours.qk_rope_head_dim, ours.rope_theta)
+    torch.testing.assert_close(actual, expected)
+    assert ours.yarn.cos_sin_factor() == pytest.approx(cos_sin_factor)
+    assert ours.yarn.cos_sin_factor() != 1.0 and ours.yarn.softmax_factor() != 1.0
 
 
 def test_published_checkpoints_rope_scaling_and_rope_theta_fields_are_read() -> None:
