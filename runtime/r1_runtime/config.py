@@ -83,7 +83,8 @@ class RuntimeConfig:
     @property
     def engine_dtype(self) -> str | None:
         """The torch dtype name the engine loads and computes in; None: the checkpoint's own.
-        An explicit `--precision` wins over `--dtype`: the engine has one dtype."""
+        An explicit `--precision` wins over `--dtype`: the engine has one dtype (with
+        `--precision fp8`, that of everything but the fp8 weights: `--dtype`'s)."""
         return PRECISION_DTYPES.get(self.precision) or (
             None if self.dtype == "auto" else self.dtype
         )
@@ -210,11 +211,10 @@ def _check_limits(config: RuntimeConfig) -> None:
 
 def _check_unsupported(config: RuntimeConfig) -> None:
     """Flags the contract allows but this runtime cannot honour yet: refused, never ignored."""
-    if config.precision in ("fp8", "int8"):
+    if config.precision == "int8":
         raise ConfigError(
-            f"--precision {config.precision} needs a quantized engine, which this runtime does "
-            "not build yet; use auto, bf16, fp16 or fp32 (an fp8 checkpoint, such as "
-            "DeepSeek-R1's, loads with its weights dequantized to that dtype)"
+            "--precision int8 needs an int8 engine, which this runtime does not build yet; use "
+            "auto, bf16, fp16, fp32, or fp8 with an fp8 checkpoint"
         )
 
 

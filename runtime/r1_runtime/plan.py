@@ -7,7 +7,7 @@ flag, raised before the server listens (`r1_runtime.build` then builds the plan)
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -52,9 +52,22 @@ def plan_engine(config: RuntimeConfig, info: ModelInfo) -> EnginePlan:
             f"settings.json quantization fp8, but {info.directory}/config.json has no fp8 "
             "quantization_config: set spec.model.quantization to match the checkpoint"
         )
+    if config.precision == "fp8":
+        own = _with_fp8_weights(info, own)
     if config.layout.is_distributed:
         _check_parallel(config, own, backend, device)
     return EnginePlan(backend, device, dtype, own)
+
+
+def _with_fp8_weights(info: ModelInfo, own: OwnModel | None) -> OwnModel:
+    """`--precision fp8`: our model holding an fp8 checkpoint's weights as they are stored."""
+    if own is None or getattr(own.config, "fp8_block", None) is None:
+        raise ConfigError(
+            f"--precision fp8 keeps an fp8 checkpoint's weights in fp8, and {info.directory} "
+            "is not one our models run in fp8 (config.json: an fp8 quantization_config, "
+            "DeepseekV3ForCausalLM); use --precision auto or bf16"
+        )
+    return OwnModel(own.model_class, replace(own.config, keep_fp8=True))
 
 
 def _check_parallel(

@@ -15,20 +15,25 @@ import torch
 from r1_operator.shapes import ModelShape
 from r1_runtime.config import ConfigError, RuntimeConfig, read_settings
 from r1_runtime.demo.fp8 import is_quantized, quantize_block_fp8, quantize_checkpoint
-from r1_runtime.engine.kv_cache import bytes_per_block
+from r1_runtime.engine.kv_cache import allocate_kv_cache, bytes_per_block
+from r1_runtime.engine.sequence import SamplingParams
+from r1_runtime.engine.step_inputs import StepEntry, prepare_inputs
 from r1_runtime.model_info import ModelInfo
 from r1_runtime.models.base import PagedCausalLM
 from r1_runtime.models.deepseek_v3 import DeepseekV3ForCausalLM
-from r1_runtime.models.loader import load_weights
+from r1_runtime.models.loader import load_model, load_weights
 from r1_runtime.models.moe import Routing, route
 from r1_runtime.models.parallel import ModelShard
 from r1_runtime.models.registry import own_model
 from r1_runtime.plan import plan_engine
 from safetensors.torch import load_file, save_file
 
-from .checkpoints import checkpoint_dir
+from .checkpoints import ENGINE_DEFAULTS, checkpoint_dir, make_engine, make_prompts
+from .parallel.replicas import run_replica
 
 __all__ = ["checkpoint_dir"]
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 R1_CONFIG = ROOT / "operator" / "r1_operator" / "catalog" / "deepseek-ai--DeepSeek-R1.json"
@@ -187,3 +192,56 @@ def test_settings_say_fp8_only_for_an_fp8_checkpoint(checkpoint_dir: Path, tmp_p
                 plan_engine(config, ModelInfo.read(path))
         else:
             assert plan_engine(config, ModelInfo.read(path)).own_model is not None
+
+
+@pytest.fixture(scope="module")
+def fp8_checkpoint(checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny DeepSeek-V3 in R1's fp8 format, 16 x 16 blocks (several per tensor, and whole
+    blocks in each TP2 slice)."""
+    path = Path(shutil.copytree(checkpoint_dir / "deepseek_v3", tmp_path_factory.mktemp("f") / "m"))
+    quantize_checkpoint(path, block=(16, 16))
+    return path
+
+
+def test_precision_fp8_keeps_the_weights_in_fp8_and_computes_the_same_logits(
+    fp8_checkpoint: Path,
+) -> None:
+    """Held in fp8 and dequantized per matmul, or dequantized once at load: the same bf16
+    weights either way, so the same logits, in about half the weight memory."""
+    info = ModelInfo.read(fp8_checkpoint)
+    config = RuntimeConfig(model=fp8_checkpoint, served_model_name="r1", precision="fp8")
+    plan = plan_engine(config, info)
+    assert plan.own_model is not None and plan.own_model.config.keep_fp8
+    models = [
+        load_model(own, info, dtype=torch.bfloat16, device=torch.device("cpu"), max_positions=64)
+        for own in (plan.own_model, own_model(info))
+    ]
+    logits = [prompt_logits(model, make_prompts([21])[0]) for model in models]
+    assert torch.equal(logits[0], logits[1])
+    kept = models[0]
+    assert kept.model.layers[1].mlp.experts.gate_up_proj.dtype == torch.float8_e4m3fn
+    assert kept.model.layers[0].self_attn.q_b_proj.weight.dtype == torch.float8_e4m3fn
+    sizes = [sum(p.nbytes for p in model.parameters()) for model in models]
+    quantized = sum(p.nbytes for p in kept.parameters() if p.dtype == torch.float8_e4m3fn)
+    assert sizes[0] == pytest.approx(sizes[1] - quantized, rel=0.05)  # 1 byte a weight, not 2
+
+
+@torch.inference_mode()
+def prompt_logits(model: PagedCausalLM, prompt: list[int]) -> torch.Tensor:
+    cache = allocate_kv_cache(model, 16, 4, dtype=torch.bfloat16, device=torch.device("cpu"))
+    entries = (StepEntry(prompt, 0, list(range(-(-len(prompt) // 4))), True, True),)
+    inputs = prepare_inputs(entries, 4, use_flash=False)
+    rows = torch.arange(len(prompt))
+    with model.step(cache, inputs.meta):
+        logits: torch.Tensor = model.stage_output(inputs.input_ids, inputs.positions, rows)
+    return logits
+
+
+@pytest.mark.slow
+def test_precision_fp8_over_tp2_gives_the_single_process_tokens(fp8_checkpoint: Path) -> None:
+    """Each rank keeps its whole-block slices of the fp8 weights with their scales."""
+    prompts = make_prompts([9, 30, 3, 21])
+    knobs = {**ENGINE_DEFAULTS, "precision": "fp8"}
+    expected = make_engine(fp8_checkpoint, **knobs).generate(prompts, GREEDY)
+    run = run_replica(fp8_checkpoint, tp=2, pp=1, batches=[prompts], params=GREEDY, **knobs)
+    assert run.outputs == expected

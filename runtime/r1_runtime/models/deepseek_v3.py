@@ -48,7 +48,11 @@ class DeepseekV3ForCausalLM(PagedCausalLM):
         "gate_proj": ("gate_up_proj", 0),
         "up_proj": ("gate_up_proj", 1),
     }
-    fp32_parameters: ClassVar[tuple[str, ...]] = ("gate.weight", "gate.e_score_correction_bias")
+    fp32_parameters: ClassVar[tuple[str, ...]] = (
+        "gate.weight",
+        "gate.e_score_correction_bias",
+        "_scale_inv",  # fp8 block scales (--precision fp8)
+    )
     uses_flash_attention: ClassVar[bool] = False  # no flash kernel for a 576-wide latent head
 
     def __init__(
@@ -125,7 +129,7 @@ class DeepseekV3ForCausalLM(PagedCausalLM):
             return packed_target(held, self.packed_modules)
         prefix, index, part = expert.group(1), int(expert.group(2)), expert.group(3)
         local = index - self._experts(prefix).first_expert
-        if not 0 <= local < len(self._experts(prefix).down_proj):
+        if not 0 <= local < self._experts(prefix).num_local:
             return None
         if part == "down_proj":
             return f"{prefix}.down_proj", local
@@ -168,14 +172,15 @@ class DeepseekV3ForCausalLM(PagedCausalLM):
         expected = super().expected_shards(names)
         for name in names:
             if name.endswith(".mlp.experts.gate_up_proj"):
-                experts = range(len(self._experts(name.rsplit(".", 1)[0]).down_proj))
+                experts = range(self._experts(name.rsplit(".", 1)[0]).num_local)
                 expected -= {(name, 0), (name, 1), (name, None)}
                 expected |= {(name, (e, part)) for e in experts for part in (0, 1)}
             elif name.endswith(".mlp.experts.down_proj"):
-                experts = range(len(self._experts(name.rsplit(".", 1)[0]).down_proj))
+                experts = range(self._experts(name.rsplit(".", 1)[0]).num_local)
                 expected -= {(name, None)}
                 expected |= {(name, e) for e in experts}
-        return expected
+        # NOTE: fp8 block scales are filled with their weight
+        return {(name, shard) for name, shard in expected if not name.endswith("_scale_inv")}
 
     def checkpoint_slice(self, param_name: str, shard: Shard | None) -> TensorSlice | None:
         """The rows or columns of a checkpoint tensor this tensor-parallel rank reads."""

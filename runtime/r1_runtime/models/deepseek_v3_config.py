@@ -47,6 +47,12 @@ class DeepseekV3Config:
     num_nextn_predict_layers: int  # MTP layers after the last decoder layer
     tie_word_embeddings: bool
     fp8_block: tuple[int, int] | None  # the checkpoint's fp8 weight block size
+    keep_fp8: bool = False  # hold the fp8 weights as stored (--precision fp8)
+
+    @property
+    def weight_block(self) -> tuple[int, int] | None:
+        """The fp8 block of the weights the model holds in fp8; None: dequantized at load."""
+        return self.fp8_block if self.keep_fp8 else None
 
     @property
     def latent_dim(self) -> int:

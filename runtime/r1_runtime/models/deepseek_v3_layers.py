@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from r1_runtime.models.deepseek_v3_config import DeepseekV3Config
+from r1_runtime.models.fp8 import Block, dequantize_blocks, scale_shape
 from r1_runtime.models.layers import (
     KernelModule,
     Linear,
@@ -81,21 +82,22 @@ class LatentAttention(KernelModule):
         self.config = config
         self.layer_index = cache_index
         self.num_heads = shard.split(config.num_heads, "num_attention_heads")
-        hidden, heads = config.hidden_size, self.num_heads
+        hidden, heads, fp8 = config.hidden_size, self.num_heads, config.weight_block
+        bias = config.attention_bias
         if config.q_lora_rank is None:
-            self.q_proj = Linear(hidden, heads * config.qk_head_dim)
+            self.q_proj = Linear(hidden, heads * config.qk_head_dim, fp8_block=fp8)
         else:
-            self.q_a_proj = Linear(hidden, config.q_lora_rank, bias=config.attention_bias)
+            self.q_a_proj = Linear(hidden, config.q_lora_rank, bias=bias, fp8_block=fp8)
             self.q_a_layernorm = RMSNorm(config.q_lora_rank, config.rms_norm_eps)
-            self.q_b_proj = Linear(config.q_lora_rank, heads * config.qk_head_dim)
-        self.kv_a_proj_with_mqa = Linear(hidden, config.latent_dim, bias=config.attention_bias)
+            self.q_b_proj = Linear(config.q_lora_rank, heads * config.qk_head_dim, fp8_block=fp8)
+        self.kv_a_proj_with_mqa = Linear(hidden, config.latent_dim, bias=bias, fp8_block=fp8)
         self.kv_a_layernorm = RMSNorm(config.kv_lora_rank, config.rms_norm_eps)
         # NOTE: a plain parameter, not a Linear: it is used split, per head, on both sides
         # of attention (never packed)
         per_head = config.qk_nope_head_dim + config.v_head_dim
-        self.kv_b_proj = _Weight(heads * per_head, config.kv_lora_rank)
+        self.kv_b_proj = _Weight(heads * per_head, config.kv_lora_rank, fp8)
         self.o_proj = RowParallelLinear(
-            config.num_heads * config.v_head_dim, hidden, shard, bias=config.attention_bias
+            config.num_heads * config.v_head_dim, hidden, shard, bias=bias, fp8_block=fp8
         )
         yarn = config.yarn
         self.scale = config.qk_head_dim**-0.5 * (yarn.softmax_factor() if yarn else 1.0)
@@ -114,7 +116,7 @@ class LatentAttention(KernelModule):
         )
         k_rope = rotate(k_rope.unsqueeze(1), rope, config.rope_interleave).squeeze(1)
         q_rope = rotate(q_rope, rope, config.rope_interleave)
-        up = self.kv_b_proj.weight.view(self.num_heads, -1, config.kv_lora_rank)
+        up = self.kv_b_proj.value(x.dtype).view(self.num_heads, -1, config.kv_lora_rank)
         up_k, up_v = torch.split(up, [config.qk_nope_head_dim, config.v_head_dim], dim=1)
         q_latent = torch.einsum("thn,hnc->thc", q_nope, up_k)  # the absorbed key projection
         queries = torch.cat((q_latent, q_rope), dim=-1)
@@ -128,20 +130,38 @@ class LatentAttention(KernelModule):
 
 
 class _Weight(nn.Module):
-    def __init__(self, rows: int, cols: int) -> None:
+    """A weight matrix (with its fp8 block scales when `fp8_block`)."""
+
+    def __init__(self, rows: int, cols: int, fp8_block: Block | None) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(rows, cols), requires_grad=False)
+        dtype = torch.float8_e4m3fn if fp8_block else None
+        self.weight = nn.Parameter(torch.empty(rows, cols, dtype=dtype), requires_grad=False)
+        self.fp8_block = fp8_block
+        if fp8_block:
+            scales = torch.empty(scale_shape(rows, cols, fp8_block))
+            self.weight_scale_inv = nn.Parameter(scales, requires_grad=False)
+
+    def value(self, dtype: torch.dtype) -> torch.Tensor:
+        if self.fp8_block is None:
+            return self.weight
+        return dequantize_blocks(self.weight, self.weight_scale_inv, self.fp8_block, dtype)
 
 
 class GatedMLP(nn.Module):
     """SiLU-gated MLP, `1/T` of its width on this rank. `reduce`: its own all-reduce closes
     it (a dense layer); else the MoE block's does."""
 
-    def __init__(self, hidden: int, size: int, shard: ModelShard, *, reduce: bool) -> None:
+    def __init__(
+        self, hidden: int, size: int, shard: ModelShard, fp8: Block | None, *, reduce: bool
+    ) -> None:
         super().__init__()
         local = shard.split(size, "the MLP width")
-        self.gate_up_proj = Linear(hidden, 2 * local)
-        self.down_proj = RowParallelLinear(size, hidden, shard) if reduce else Linear(local, hidden)
+        self.gate_up_proj = Linear(hidden, 2 * local, fp8_block=fp8)
+        self.down_proj = (
+            RowParallelLinear(size, hidden, shard, fp8_block=fp8)
+            if reduce
+            else Linear(local, hidden, fp8_block=fp8)
+        )
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         out: torch.Tensor = self.down_proj(silu_and_mul(self.gate_up_proj(x)), residual)
@@ -177,13 +197,12 @@ class MoE(nn.Module):
         )
         self.gate = Router(config)
         num_local = shard.split(config.num_experts, "n_routed_experts")
+        hidden, fp8 = config.hidden_size, config.weight_block
         self.experts = Experts(
-            num_local, shard.tp_rank * num_local, config.hidden_size, config.moe_intermediate_size
+            num_local, shard.tp_rank * num_local, hidden, config.moe_intermediate_size, fp8
         )
         shared = config.moe_intermediate_size * config.n_shared_experts
-        self.shared_experts = (
-            GatedMLP(config.hidden_size, shared, shard, reduce=False) if shared else None
-        )
+        self.shared_experts = GatedMLP(hidden, shared, shard, fp8, reduce=False) if shared else None
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         logits = torch.nn.functional.linear(x.float(), self.gate.weight.float())
@@ -205,7 +224,13 @@ class DecoderLayer(nn.Module):
         self.mlp: nn.Module = (
             MoE(config, shard)
             if config.is_moe_layer(index)
-            else GatedMLP(config.hidden_size, config.intermediate_size, shard, reduce=True)
+            else GatedMLP(
+                config.hidden_size,
+                config.intermediate_size,
+                shard,
+                config.weight_block,
+                reduce=True,
+            )
         )
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)

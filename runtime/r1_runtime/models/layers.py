@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from r1_runtime.models.fp8 import Block, dequantize_blocks, scale_shape
 from r1_runtime.models.kernels import PYTHON, Kernels
 from r1_runtime.models.kernels.ops import pack_linear_weight
 from r1_runtime.models.parallel import ModelShard
@@ -36,18 +37,39 @@ class KernelModule(nn.Module):
 
 class Linear(KernelModule):
     """`y = x W^T + b`, plus `residual` when given; the weight is `[out_features, in_features]`
-    as in the checkpoint, until `pack` replaces it."""
+    as in the checkpoint, until `pack` replaces it. With `fp8_block`, the weight stays in fp8
+    with its block scales (`weight_scale_inv`), dequantized for each call."""
 
-    def __init__(self, in_features: int, out_features: int, *, bias: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = False,
+        fp8_block: Block | None = None,
+    ) -> None:
         super().__init__()
+        dtype = torch.float8_e4m3fn if fp8_block else None
         self.weight: nn.Parameter | None = nn.Parameter(
-            torch.empty(out_features, in_features), requires_grad=False
+            torch.empty(out_features, in_features, dtype=dtype), requires_grad=False
         )
         self.bias = nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
         self.packed_weight: torch.Tensor | None = None
+        self.fp8_block = fp8_block
+        self.weight_scale_inv = (
+            nn.Parameter(
+                torch.empty(scale_shape(out_features, in_features, fp8_block)),
+                requires_grad=False,
+            )
+            if fp8_block
+            else None
+        )
 
     def pack(self, batch_size: int) -> None:
-        """Replace the weight by a copy in oneDNN's blocked layout (`pack_linear_weight`)."""
+        """Replace the weight by a copy in oneDNN's blocked layout (`pack_linear_weight`); an
+        fp8 weight stays as it is."""
+        if self.fp8_block is not None:
+            return
         assert self.weight is not None
         self.packed_weight = pack_linear_weight(self.weight, batch_size)
         self.weight = None  # NOTE: freed, unless another module shares it (tied embeddings)
@@ -62,7 +84,11 @@ class Linear(KernelModule):
             weight = self.packed_weight
             return self.kernels.packed_linear(x, weight, bias, residual, weight.shape[0])
         assert self.weight is not None
-        out = F.linear(x, self.weight, bias)
+        weight = self.weight
+        if self.fp8_block is not None:
+            assert self.weight_scale_inv is not None
+            weight = dequantize_blocks(weight, self.weight_scale_inv, self.fp8_block, x.dtype)
+        out = F.linear(x, weight, bias)
         return out if residual is None else out.add_(residual)
 
 
@@ -72,9 +98,16 @@ class RowParallelLinear(Linear):
     them. The whole layer when the model is not split."""
 
     def __init__(
-        self, in_features: int, out_features: int, shard: ModelShard, *, bias: bool = False
+        self,
+        in_features: int,
+        out_features: int,
+        shard: ModelShard,
+        *,
+        bias: bool = False,
+        fp8_block: Block | None = None,
     ) -> None:
-        super().__init__(shard.split(in_features, "in_features"), out_features, bias=bias)
+        local = shard.split(in_features, "in_features")
+        super().__init__(local, out_features, bias=bias, fp8_block=fp8_block)
         self.shard = shard
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:

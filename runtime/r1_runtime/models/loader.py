@@ -10,6 +10,7 @@ import torch
 
 from r1_runtime.model_info import ModelInfo
 from r1_runtime.models.base import PagedCausalLM, Shard
+from r1_runtime.models.fp8 import FP8_DTYPES, Block, dequantize_blocks
 from r1_runtime.models.parallel import ModelShard, TensorSlice
 from r1_runtime.models.registry import OwnModel
 from r1_runtime.models.safetensors_file import SafetensorsFile
@@ -18,7 +19,6 @@ logger = logging.getLogger(__name__)
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved
 SCALE_SUFFIX = ".weight_scale_inv"  # fp8 block scales, read with their weight
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 def load_model(
@@ -36,10 +36,15 @@ def load_model(
     any parameter is left unfilled."""
     with torch.device("meta"):
         model = own.model_class(own.config, max_positions, shard)
+    kept = {  # NOTE: fp8 weights (--precision fp8) and the fp32 ones stay as they are
+        name: param.dtype
+        for name, param in model.named_parameters()
+        if param.dtype in FP8_DTYPES or name.endswith(model.fp32_parameters)
+    }
     model = model.to(dtype=dtype)
     for name, param in model.named_parameters():
-        if name.endswith(model.fp32_parameters):
-            param.data = param.data.float()
+        if name in kept:
+            param.data = param.data.to(kept[name])
     model = model.to_empty(device=device)
     model.reset_buffers()
     load_weights(model, info.directory)
@@ -101,8 +106,9 @@ def load_weights(model: PagedCausalLM, model_dir: Path) -> int:
                 block = getattr(model.config, "fp8_block", None)
                 if block is None:
                     raise ValueError(f"{name!r} is fp8 but config.json names no weight_block_size")
-                scale = where[scale_name].read(scale_name)
-                tensor = dequantize_fp8(tensor, scale, part, block, target.dtype)
+                tensor = _fp8_weight(
+                    param_name, params, target, tensor, where, scale_name, part, block
+                )
             _fill(target, tensor, name)
             filled.add((param_name, shard))
     finally:
@@ -122,23 +128,52 @@ def load_weights(model: PagedCausalLM, model_dir: Path) -> int:
     return bytes_read
 
 
-def dequantize_fp8(
-    weight: torch.Tensor,
-    scale_inv: torch.Tensor,
+def _fp8_weight(
+    param_name: str,
+    params: dict[str, torch.nn.Parameter],
+    target: torch.Tensor,
+    tensor: torch.Tensor,
+    where: dict[str, SafetensorsFile],
+    scale_name: str,
     part: TensorSlice | None,
-    block: tuple[int, int],
-    dtype: torch.dtype,
+    block: Block,
 ) -> torch.Tensor:
-    """An fp8 matrix (or `part` of one: its rows or columns from `part.start`) times its
-    block scales, in `dtype`: `scale_inv[i, j]` scales the `block` rows `i*b0...` and
-    columns `j*b1...` of the whole matrix."""
-    rows, cols = weight.shape
+    """What to copy into `target` for an fp8 checkpoint tensor (this rank's `part` of it):
+    dequantized into the target's dtype; or, for a parameter the model keeps in fp8, the fp8
+    values as stored, their block scales copied into `<param>_scale_inv`."""
+    scale = where[scale_name].read(scale_name)  # NOTE: whole: 1 / (b0 * b1) of the weight
     first_row = part.start if part is not None and part.dim == 0 else 0
     first_col = part.start if part is not None and part.dim == 1 else 0
-    row_blocks = (torch.arange(rows) + first_row) // block[0]
-    col_blocks = (torch.arange(cols) + first_col) // block[1]
-    scales = scale_inv.float()[row_blocks][:, col_blocks]
-    return (weight.float() * scales).to(dtype)
+    if target.dtype not in FP8_DTYPES:
+        return dequantize_blocks(
+            tensor, scale, block, target.dtype, first_row=first_row, first_col=first_col
+        )
+    rows, cols = tensor.shape
+    if first_row % block[0] or first_col % block[1]:
+        raise ValueError(
+            f"{param_name}: this rank's slice starts inside a {block} fp8 block: choose a "
+            "--tensor-parallel-size whose slices are whole blocks, or serve without "
+            "--precision fp8"
+        )
+    r0, c0 = first_row // block[0], first_col // block[1]
+    r1, c1 = r0 + -(-rows // block[0]), c0 + -(-cols // block[1])
+    _scale_view(params[param_name], target, params[f"{param_name}_scale_inv"], block).copy_(
+        scale[r0:r1, c0:c1]
+    )
+    return tensor
+
+
+def _scale_view(
+    param: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, block: Block
+) -> torch.Tensor:
+    """The block scales of `target`, a run of whole rows of `param` (or of one expert's
+    matrix in a stack of them)."""
+    offset = int(target.storage_offset() - param.storage_offset())
+    if param.dim() == 3:
+        expert, offset = divmod(offset, param.stride(0))
+        scale, param = scale[expert], param[expert]
+    first = offset // param.stride(0) // block[0]
+    return scale[first : first + -(-target.shape[0] // block[0])]
 
 
 def _fill(target: torch.Tensor, tensor: torch.Tensor, name: str) -> None:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from r1_runtime.models.fp8 import Block, dequantize_blocks, scale_shape
+
 
 @dataclass(frozen=True)
 class Routing:
@@ -54,24 +56,41 @@ def route(
 
 class Experts(nn.Module):
     """The routed experts this rank owns, `first_expert` onward, their weights stacked:
-    gate and up fused `[experts, 2 * size, hidden]`, down `[experts, hidden, size]`."""
+    gate and up fused `[experts, 2 * size, hidden]`, down `[experts, hidden, size]`; with
+    `fp8_block`, in fp8 with their block scales (`<name>_scale_inv`), each expert's
+    dequantized when it runs."""
 
-    def __init__(self, num_local: int, first_expert: int, hidden_size: int, size: int) -> None:
+    def __init__(
+        self,
+        num_local: int,
+        first_expert: int,
+        hidden_size: int,
+        size: int,
+        fp8_block: Block | None = None,
+    ) -> None:
         super().__init__()
+        self.num_local = num_local
         self.first_expert = first_expert
         self.size = size
-        self.gate_up_proj = nn.Parameter(
-            torch.empty(num_local, 2 * size, hidden_size), requires_grad=False
-        )
-        self.down_proj = nn.Parameter(
-            torch.empty(num_local, hidden_size, size), requires_grad=False
-        )
+        self.fp8_block = fp8_block
+        self.gate_up_proj = _stacked(num_local, 2 * size, hidden_size, fp8_block)
+        self.down_proj = _stacked(num_local, hidden_size, size, fp8_block)
+        self.gate_up_proj_scale_inv = _stacked_scales(num_local, 2 * size, hidden_size, fp8_block)
+        self.down_proj_scale_inv = _stacked_scales(num_local, hidden_size, size, fp8_block)
+
+    def weight(self, name: str, expert: int, dtype: torch.dtype) -> torch.Tensor:
+        """Expert `expert`'s `gate_up_proj` or `down_proj`, dequantized when in fp8."""
+        weight: torch.Tensor = getattr(self, name)[expert]
+        if self.fp8_block is None:
+            return weight
+        scale = getattr(self, f"{name}_scale_inv")[expert]
+        return dequantize_blocks(weight, scale, self.fp8_block, dtype)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """This rank's experts' weighted outputs for `x` `[tokens, hidden]` (zeros for the
         tokens that chose none of them)."""
         out = torch.zeros_like(x)
-        num_local, top_k = len(self.down_proj), ids.shape[1]
+        num_local, top_k = self.num_local, ids.shape[1]
         local = ids.flatten() - self.first_expert
         bucket = torch.where((local >= 0) & (local < num_local), local, num_local)  # last: others'
         order = bucket.argsort(stable=True)
@@ -83,8 +102,23 @@ class Experts(nn.Module):
                 continue
             picks = order[start : ends[expert]]
             tokens = picks // top_k
-            gate, up = F.linear(x[tokens], self.gate_up_proj[expert]).chunk(2, dim=-1)
-            hidden = F.linear(F.silu(gate) * up, self.down_proj[expert])
+            gate_up = self.weight("gate_up_proj", expert, x.dtype)
+            gate, up = F.linear(x[tokens], gate_up).chunk(2, dim=-1)
+            hidden = F.linear(F.silu(gate) * up, self.weight("down_proj", expert, x.dtype))
             weighted = hidden * flat_weights[picks].unsqueeze(1)  # NOTE: in fp32, as transformers
             out.index_add_(0, tokens, weighted.to(x.dtype))
         return out
+
+
+def _stacked(experts: int, rows: int, cols: int, fp8_block: Block | None) -> nn.Parameter:
+    dtype = torch.float8_e4m3fn if fp8_block else None
+    return nn.Parameter(torch.empty(experts, rows, cols, dtype=dtype), requires_grad=False)
+
+
+def _stacked_scales(
+    experts: int, rows: int, cols: int, fp8_block: Block | None
+) -> nn.Parameter | None:
+    if fp8_block is None:
+        return None
+    scales = torch.empty(experts, *scale_shape(rows, cols, fp8_block))
+    return nn.Parameter(scales, requires_grad=False)

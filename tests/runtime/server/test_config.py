@@ -137,7 +137,7 @@ def test_a_single_node_pod_command_line_is_a_valid_config(files: dict[str, Path]
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        pytest.param({"--precision": "fp8"}, "quantized engine", id="fp8 compute"),
+        pytest.param({"--precision": "int8"}, "int8 engine", id="int8 compute"),
         pytest.param(
             {"--tensor-parallel-size": "3", "--nnodes": "2", "--node-rank": "1"},
             "--nnodes 2 does not divide",
@@ -170,6 +170,9 @@ def test_a_value_that_cannot_be_honoured_is_refused(
         ),
         pytest.param(
             {"--pipeline-parallel-size": "9"}, "exceeds the model's 8 layers", id="PP9 of 8 layers"
+        ),
+        pytest.param(
+            {"--precision": "fp8"}, "keeps an fp8 checkpoint's weights", id="fp8 of a bf16 model"
         ),
     ],
 )
