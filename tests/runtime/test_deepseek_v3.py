@@ -245,3 +245,16 @@ def test_precision_fp8_over_tp2_gives_the_single_process_tokens(fp8_checkpoint: 
     expected = make_engine(fp8_checkpoint, **knobs).generate(prompts, GREEDY)
     run = run_replica(fp8_checkpoint, tp=2, pp=1, batches=[prompts], params=GREEDY, **knobs)
     assert run.outputs == expected
+
+
+@pytest.mark.slow
+def test_the_compile_backend_runs_deepseek_v3_with_eager_tokens(
+    checkpoint_dir: Path, tmp_path: Path
+) -> None:
+    """The expert dispatch (an opaque op: its per-expert token counts are data) and latent
+    attention stay single graph nodes; the rest is compiled."""
+    path = checkpoint_dir / "deepseek_v3"
+    prompts = make_prompts([9, 30, 3, 21])
+    expected = make_engine(path, **ENGINE_DEFAULTS).generate(prompts, GREEDY)
+    compiled = {**ENGINE_DEFAULTS, "backend": "compile", "engine_cache": tmp_path / "engines"}
+    assert make_engine(path, **compiled).generate(prompts, GREEDY) == expected

@@ -78,36 +78,69 @@ class Experts(nn.Module):
         self.gate_up_proj_scale_inv = _stacked_scales(num_local, 2 * size, hidden_size, fp8_block)
         self.down_proj_scale_inv = _stacked_scales(num_local, hidden_size, size, fp8_block)
 
-    def weight(self, name: str, expert: int, dtype: torch.dtype) -> torch.Tensor:
-        """Expert `expert`'s `gate_up_proj` or `down_proj`, dequantized when in fp8."""
-        weight: torch.Tensor = getattr(self, name)[expert]
-        if self.fp8_block is None:
-            return weight
-        scale = getattr(self, f"{name}_scale_inv")[expert]
-        return dequantize_blocks(weight, scale, self.fp8_block, dtype)
-
     def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """This rank's experts' weighted outputs for `x` `[tokens, hidden]` (zeros for the
         tokens that chose none of them)."""
-        out = torch.zeros_like(x)
-        num_local, top_k = self.num_local, ids.shape[1]
-        local = ids.flatten() - self.first_expert
-        bucket = torch.where((local >= 0) & (local < num_local), local, num_local)  # last: others'
-        order = bucket.argsort(stable=True)
-        ends = torch.bincount(bucket, minlength=num_local + 1).cumsum(0).tolist()  # one sync
-        flat_weights = weights.flatten()
-        for expert in range(num_local):
-            start = ends[expert - 1] if expert else 0
-            if start == ends[expert]:
-                continue
-            picks = order[start : ends[expert]]
-            tokens = picks // top_k
-            gate_up = self.weight("gate_up_proj", expert, x.dtype)
-            gate, up = F.linear(x[tokens], gate_up).chunk(2, dim=-1)
-            hidden = F.linear(F.silu(gate) * up, self.weight("down_proj", expert, x.dtype))
-            weighted = hidden * flat_weights[picks].unsqueeze(1)  # NOTE: in fp32, as transformers
-            out.index_add_(0, tokens, weighted.to(x.dtype))
+        out: torch.Tensor = torch.ops.r1.moe_experts(
+            x,
+            weights,
+            ids,
+            self.gate_up_proj,
+            self.down_proj,
+            self.gate_up_proj_scale_inv,
+            self.down_proj_scale_inv,
+            self.first_expert,
+            list(self.fp8_block or ()),
+        )
         return out
+
+
+# NOTE: an opaque op, as attention is: how many tokens each expert gets is known only once
+# the router has run (a host sync), which torch.compile cannot trace into one graph.
+@torch.library.custom_op("r1::moe_experts", mutates_args=())
+def moe_experts(
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    ids: torch.Tensor,
+    gate_up: torch.Tensor,
+    down: torch.Tensor,
+    gate_up_scale: torch.Tensor | None,
+    down_scale: torch.Tensor | None,
+    first_expert: int,
+    fp8_block: list[int],
+) -> torch.Tensor:
+    """Experts `first_expert...` (stacked in `gate_up` and `down`) applied to the tokens that
+    chose them, weighted and summed per token; each expert's weights dequantized first when
+    in fp8 (`fp8_block` not empty)."""
+    out = torch.zeros_like(x)
+    num_local, top_k = len(down), ids.shape[1]
+    local = ids.flatten() - first_expert
+    bucket = torch.where((local >= 0) & (local < num_local), local, num_local)  # last: others'
+    order = bucket.argsort(stable=True)
+    ends = torch.bincount(bucket, minlength=num_local + 1).cumsum(0).tolist()  # one sync
+    flat_weights = weights.flatten()
+    block = (fp8_block[0], fp8_block[1]) if fp8_block else None
+    for expert in range(num_local):
+        start = ends[expert - 1] if expert else 0
+        if start == ends[expert]:
+            continue
+        picks = order[start : ends[expert]]
+        tokens = picks // top_k
+        up_weight, down_weight = gate_up[expert], down[expert]
+        if block is not None:
+            assert gate_up_scale is not None and down_scale is not None
+            up_weight = dequantize_blocks(up_weight, gate_up_scale[expert], block, x.dtype)
+            down_weight = dequantize_blocks(down_weight, down_scale[expert], block, x.dtype)
+        gate, up = F.linear(x[tokens], up_weight).chunk(2, dim=-1)
+        hidden = F.linear(F.silu(gate) * up, down_weight)
+        weighted = hidden * flat_weights[picks].unsqueeze(1)  # NOTE: in fp32, as transformers
+        out.index_add_(0, tokens, weighted.to(x.dtype))
+    return out
+
+
+@moe_experts.register_fake
+def _moe_experts_shape(x: torch.Tensor, *args: object) -> torch.Tensor:
+    return torch.empty_like(x)
 
 
 def _stacked(experts: int, rows: int, cols: int, fp8_block: Block | None) -> nn.Parameter:
