@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from r1_runtime.layout import ParallelLayout
-from r1_runtime.models.base import PagedCausalLM, Shard, packed_target
+from r1_runtime.models.base import Shard, packed_target
+from r1_runtime.models.decoder_stack import DecoderStackLM
 from r1_runtime.models.deepseek_v3_config import DeepseekV3Config
 from r1_runtime.models.deepseek_v3_layers import DecoderLayer, MoE, PairRotary
 from r1_runtime.models.kernels.attention import AttentionMetadata, LayerAttention
@@ -43,7 +44,7 @@ class DeepseekV3Model(nn.Module):
         self.rotary_emb = PairRotary(config, max_positions)
 
 
-class DeepseekV3ForCausalLM(PagedCausalLM):
+class DeepseekV3ForCausalLM(DecoderStackLM):
     packed_modules: ClassVar[dict[str, tuple[str, Shard]]] = {
         "gate_proj": ("gate_up_proj", 0),
         "up_proj": ("gate_up_proj", 1),
@@ -75,12 +76,6 @@ class DeepseekV3ForCausalLM(PagedCausalLM):
     def parallel_problem(cls, config: DeepseekV3Config, layout: ParallelLayout) -> str | None:
         return config.parallel_problem(layout)
 
-    def reset_buffers(self) -> None:
-        embed = self.model.embed_tokens
-        if self.config.tie_word_embeddings and embed is not None and self.lm_head is not None:
-            self.lm_head.weight = embed.weight
-        self.model.rotary_emb.reset_tables()
-
     def kv_cache_shape(self, num_blocks: int, block_size: int) -> tuple[int, ...]:
         """`[layers, num_blocks, block_size, kv_lora_rank + qk_rope_head_dim]`: one latent per
         token and layer (the same on every tensor-parallel rank)."""
@@ -89,32 +84,6 @@ class DeepseekV3ForCausalLM(PagedCausalLM):
     def step(self, kv_cache: torch.Tensor, meta: AttentionMetadata) -> AbstractContextManager[None]:
         attention = LayerAttention.for_model(meta, self.num_heads, kv_cache.dtype)
         return self.kernels.step(kv_cache, attention)
-
-    def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, hidden: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        embed = self.model.embed_tokens
-        x = embed(input_ids) if embed is not None else hidden
-        assert x is not None, "a stage after the first continues from the previous one's"
-        rope = self.model.rotary_emb(positions)
-        for index in self.layer_range:
-            x = self.model.layers[index](x, rope)
-        return x
-
-    def stage_output(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        sample_indices: torch.Tensor,
-        hidden: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        out: torch.Tensor = self(input_ids, positions, hidden)
-        if self.lm_head is None:
-            return out
-        assert self.model.norm is not None
-        local: torch.Tensor = self.lm_head(self.model.norm(out[sample_indices]))
-        logits = self.shard.all_gather_columns(local)[:, : self.config.vocab_size]
-        return logits.float()
 
     # --- loading -------------------------------------------------------------------------
 
@@ -148,15 +117,6 @@ class DeepseekV3ForCausalLM(PagedCausalLM):
             return True
         per_rank = self.config.num_experts // self.shard.tp_size
         return bool(int(expert.group(2)) // per_rank == self.shard.tp_rank)
-
-    def held_parameter(self, name: str) -> str | None:
-        if name.startswith("model.layers."):
-            return name if int(name.split(".")[2]) in self.layer_range else None
-        if name.startswith("model.embed_tokens."):
-            return name if self.shard.is_first_stage else None
-        if name.startswith(("model.norm.", "lm_head.")):
-            return name if self.shard.is_last_stage else None
-        return name
 
     def shard_view(self, param_name: str, param: torch.Tensor, shard: Shard) -> torch.Tensor:
         if isinstance(shard, tuple):  # an expert's gate or up rows

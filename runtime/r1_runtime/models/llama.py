@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from r1_runtime.layout import ParallelLayout
-from r1_runtime.models.base import PagedCausalLM, Shard
+from r1_runtime.models.base import Shard
+from r1_runtime.models.decoder_stack import DecoderStackLM
 from r1_runtime.models.kernels.attention import AttentionMetadata, LayerAttention
 from r1_runtime.models.layers import (
     KernelModule,
@@ -115,7 +116,7 @@ class LlamaModel(nn.Module):
         )
 
 
-class LlamaForCausalLM(PagedCausalLM):
+class LlamaForCausalLM(DecoderStackLM):
     """Llama or Qwen2 with Hugging Face parameter names, q/k/v and gate/up fused; the part
     `shard` names of it (`models.parallel`).
 
@@ -157,17 +158,6 @@ class LlamaForCausalLM(PagedCausalLM):
     def parallel_problem(cls, config: LlamaConfig, layout: ParallelLayout) -> str | None:
         return config.parallel_problem(layout)
 
-    def tie_weights(self) -> None:
-        """Share the embedding with the output projection when the config says so (again after
-        `to_empty`, which unties parameters)."""
-        embed = self.model.embed_tokens
-        if self.config.tie_word_embeddings and embed is not None and self.lm_head is not None:
-            self.lm_head.weight = embed.weight
-
-    def reset_buffers(self) -> None:
-        self.tie_weights()
-        self.model.rotary_emb.reset_tables()
-
     def kv_cache_shape(self, num_blocks: int, block_size: int) -> tuple[int, ...]:
         """`[layers, 2, num_blocks, block_size, kv_heads, head_dim]` of this rank: keys, values."""
         layers, head_dim = len(self.layer_range), self.config.head_dim
@@ -177,48 +167,6 @@ class LlamaForCausalLM(PagedCausalLM):
         queries_per_kv = self.num_heads // self.num_kv_heads
         attention = LayerAttention.for_model(meta, queries_per_kv, kv_cache.dtype)
         return self.kernels.step(kv_cache, attention)
-
-    def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, hidden: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        embed = self.model.embed_tokens
-        x = embed(input_ids) if embed is not None else hidden
-        assert x is not None, "a stage after the first continues from the previous one's"
-        rope = self.model.rotary_emb(positions)
-        for index in self.layer_range:
-            x = self.model.layers[index](x, rope)
-        return x
-
-    def stage_output(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        sample_indices: torch.Tensor,
-        hidden: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        out = self(input_ids, positions, hidden)
-        return self.compute_logits(out[sample_indices]) if self.lm_head is not None else out
-
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        assert self.model.norm is not None and self.lm_head is not None
-        local: torch.Tensor = self.lm_head(self.model.norm(hidden))
-        logits = self.shard.all_gather_columns(local)[:, : self.config.vocab_size]
-        return logits.float()
-
-    def held_parameter(self, name: str) -> str | None:
-        """Our parameter a checkpoint parameter name fills on this rank; None when this
-        pipeline stage does not hold it. The last stage's output projection reads a tied
-        embedding from the embedding's name."""
-        if name.startswith("model.layers."):
-            return name if int(name.split(".")[2]) in self.layer_range else None
-        if name.startswith("model.embed_tokens."):
-            if self.shard.is_first_stage:
-                return name
-            tied = self.config.tie_word_embeddings and self.lm_head is not None
-            return name.replace("model.embed_tokens.", "lm_head.") if tied else None
-        if name.startswith(("model.norm.", "lm_head.")):
-            return name if self.shard.is_last_stage else None
-        return name
 
     def shard_view(self, param_name: str, param: torch.Tensor, shard: Shard) -> torch.Tensor:
         config = self.config
