@@ -53,6 +53,15 @@ class ParallelLayout:
             )
         return None
 
+    def stages_problem(self, num_layers: int) -> str | None:
+        """Why a model of `num_layers` layers cannot be cut into the pipeline's stages."""
+        if self.pipeline_parallel_size > num_layers:
+            return (
+                f"--pipeline-parallel-size {self.pipeline_parallel_size} exceeds the model's "
+                f"{num_layers} layers: every stage needs at least one"
+            )
+        return None
+
     def place(self, node_rank: int, local_rank: int) -> RankPlace:
         rank = node_rank * self.local_world_size + local_rank
         return RankPlace(

@@ -5,16 +5,52 @@ Each architecture adds its layers, its cache layout and how its tensors are spli
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from r1_runtime.models.base import PagedCausalLM
-from r1_runtime.models.layers import Linear
+from r1_runtime.models.layers import Linear, RMSNorm, VocabEmbedding
+from r1_runtime.models.parallel import ModelShard
+
+
+class StageModules(nn.Module):
+    """`model.*` of the checkpoint: embeddings, layers, final norm, rotary tables; of a
+    pipeline stage, its layers (the others are empty placeholders, so that parameter names
+    keep the checkpoint's layer numbers), the embedding on the first stage and the norm on
+    the last. `make_layer(index, cache_index)` builds decoder layer `index`, the
+    `cache_index`-th of this stage's KV cache."""
+
+    rotary_emb: Any  # the architecture's: reset_tables(), and positions -> its rotation
+
+    def __init__(
+        self,
+        config: Any,  # vocab_size, hidden_size, rms_norm_eps, num_layers
+        shard: ModelShard,
+        make_layer: Callable[[int, int], nn.Module],
+        rotary_emb: nn.Module,
+    ) -> None:
+        super().__init__()
+        layers = shard.stage_layers(config.num_layers)
+        self.embed_tokens = (
+            VocabEmbedding(config.vocab_size, config.hidden_size, shard)
+            if shard.is_first_stage
+            else None
+        )
+        self.layers = nn.ModuleList(
+            make_layer(i, i - layers.start) if i in layers else nn.Identity()
+            for i in range(config.num_layers)
+        )
+        self.norm = (
+            RMSNorm(config.hidden_size, config.rms_norm_eps) if shard.is_last_stage else None
+        )
+        self.rotary_emb = rotary_emb
 
 
 class DecoderStackLM(PagedCausalLM):
-    model: Any  # embed_tokens (first stage), layers, norm (last stage), rotary_emb
+    model: StageModules
     lm_head: Linear | None  # on the last stage
     layer_range: range  # the layers this stage runs
 

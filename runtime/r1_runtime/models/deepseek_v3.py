@@ -9,39 +9,17 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
 from r1_runtime.layout import ParallelLayout
 from r1_runtime.models.base import Shard, packed_target
-from r1_runtime.models.decoder_stack import DecoderStackLM
+from r1_runtime.models.decoder_stack import DecoderStackLM, StageModules
 from r1_runtime.models.deepseek_v3_config import DeepseekV3Config
 from r1_runtime.models.deepseek_v3_layers import DecoderLayer, MoE, PairRotary
 from r1_runtime.models.kernels.attention import AttentionMetadata, LayerAttention
-from r1_runtime.models.layers import Linear, RMSNorm, VocabEmbedding, padded_vocab_size
+from r1_runtime.models.layers import Linear, padded_vocab_size
 from r1_runtime.models.parallel import ModelShard, TensorSlice
 
 EXPERT = re.compile(r"^(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.")
-
-
-class DeepseekV3Model(nn.Module):
-    """`model.*` of the checkpoint (of a pipeline stage: its layers, the others empty)."""
-
-    def __init__(self, config: DeepseekV3Config, max_positions: int, shard: ModelShard) -> None:
-        super().__init__()
-        layers = shard.stage_layers(config.num_layers)
-        self.embed_tokens = (
-            VocabEmbedding(config.vocab_size, config.hidden_size, shard)
-            if shard.is_first_stage
-            else None
-        )
-        self.layers = nn.ModuleList(
-            DecoderLayer(config, i, i - layers.start, shard) if i in layers else nn.Identity()
-            for i in range(config.num_layers)
-        )
-        self.norm = (
-            RMSNorm(config.hidden_size, config.rms_norm_eps) if shard.is_last_stage else None
-        )
-        self.rotary_emb = PairRotary(config, max_positions)
 
 
 class DeepseekV3ForCausalLM(DecoderStackLM):
@@ -64,7 +42,12 @@ class DeepseekV3ForCausalLM(DecoderStackLM):
         self.shard = shard = shard or ModelShard()
         self.layer_range = shard.stage_layers(config.num_layers)
         self.num_heads = shard.split(config.num_heads, "num_attention_heads")
-        self.model = DeepseekV3Model(config, max_positions, shard)
+        self.model = StageModules(
+            config,
+            shard,
+            lambda index, cache_index: DecoderLayer(config, index, cache_index, shard),
+            PairRotary(config, max_positions),
+        )
         rows = padded_vocab_size(config.vocab_size, shard) // shard.tp_size
         self.lm_head = Linear(config.hidden_size, rows) if shard.is_last_stage else None
 

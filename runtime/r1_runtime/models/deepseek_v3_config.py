@@ -71,7 +71,7 @@ class DeepseekV3Config:
         )
 
     def parallel_problem(self, layout: ParallelLayout) -> str | None:
-        tp, pp = layout.tensor_parallel_size, layout.pipeline_parallel_size
+        tp = layout.tensor_parallel_size
         for size, what in (
             (self.num_heads, "the attention heads"),
             (self.intermediate_size, "intermediate_size"),
@@ -83,12 +83,7 @@ class DeepseekV3Config:
                     f"--tensor-parallel-size {tp} does not divide {what} ({size}): choose a "
                     "size that does"
                 )
-        if pp > self.num_layers:
-            return (
-                f"--pipeline-parallel-size {pp} exceeds the model's {self.num_layers} layers: "
-                "every stage needs at least one"
-            )
-        return None
+        return layout.stages_problem(self.num_layers)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DeepseekV3Config:

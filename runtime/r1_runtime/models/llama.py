@@ -15,7 +15,7 @@ from torch import nn
 
 from r1_runtime.layout import ParallelLayout
 from r1_runtime.models.base import Shard
-from r1_runtime.models.decoder_stack import DecoderStackLM
+from r1_runtime.models.decoder_stack import DecoderStackLM, StageModules
 from r1_runtime.models.kernels.attention import AttentionMetadata, LayerAttention
 from r1_runtime.models.layers import (
     KernelModule,
@@ -23,7 +23,6 @@ from r1_runtime.models.layers import (
     RMSNorm,
     RotaryEmbedding,
     RowParallelLinear,
-    VocabEmbedding,
     apply_rotary,
     padded_vocab_size,
     silu_and_mul,
@@ -91,31 +90,6 @@ class DecoderLayer(nn.Module):
         return out
 
 
-class LlamaModel(nn.Module):
-    """`model.*` of the checkpoint: embeddings, layers, final norm; of a pipeline stage, its
-    layers (the others are empty placeholders, so that parameter names keep the checkpoint's
-    layer numbers), the embedding on the first stage and the norm on the last."""
-
-    def __init__(self, config: LlamaConfig, max_positions: int, shard: ModelShard) -> None:
-        super().__init__()
-        layers = shard.stage_layers(config.num_layers)
-        self.embed_tokens = (
-            VocabEmbedding(config.vocab_size, config.hidden_size, shard)
-            if shard.is_first_stage
-            else None
-        )
-        self.layers = nn.ModuleList(
-            DecoderLayer(config, i - layers.start, shard) if i in layers else nn.Identity()
-            for i in range(config.num_layers)
-        )
-        self.norm = (
-            RMSNorm(config.hidden_size, config.rms_norm_eps) if shard.is_last_stage else None
-        )
-        self.rotary_emb = RotaryEmbedding(
-            config.head_dim, max_positions, config.rope_theta, config.rope_scaling
-        )
-
-
 class LlamaForCausalLM(DecoderStackLM):
     """Llama or Qwen2 with Hugging Face parameter names, q/k/v and gate/up fused; the part
     `shard` names of it (`models.parallel`).
@@ -142,7 +116,12 @@ class LlamaForCausalLM(DecoderStackLM):
         self.layer_range = shard.stage_layers(config.num_layers)
         self.num_kv_heads = len(kv_head_range(config.num_kv_heads, shard))
         self.num_heads = shard.split(config.num_heads, "num_attention_heads")
-        self.model = LlamaModel(config, max_positions, shard)
+        rotary = RotaryEmbedding(
+            config.head_dim, max_positions, config.rope_theta, config.rope_scaling
+        )
+        self.model = StageModules(
+            config, shard, lambda _, cache_index: DecoderLayer(config, cache_index, shard), rotary
+        )
         self.lm_head = (
             Linear(config.hidden_size, padded_vocab_size(config.vocab_size, shard) // shard.tp_size)
             if shard.is_last_stage

@@ -39,7 +39,7 @@ class LlamaConfig:
 
     def parallel_problem(self, layout: ParallelLayout) -> str | None:
         """Why the model cannot be split as `layout` says (`PagedCausalLM.parallel_problem`)."""
-        tp, pp = layout.tensor_parallel_size, layout.pipeline_parallel_size
+        tp = layout.tensor_parallel_size
         fix = f"choose a --tensor-parallel-size that divides it, not {tp}"
         if self.num_heads % tp:
             return f"--tensor-parallel-size does not divide the {self.num_heads} heads: {fix}"
@@ -54,12 +54,7 @@ class LlamaConfig:
                 f"--tensor-parallel-size {tp} neither divides the {kv} KV heads nor is a "
                 f"multiple of them: choose one that is"
             )
-        if pp > self.num_layers:
-            return (
-                f"--pipeline-parallel-size {pp} exceeds the model's {self.num_layers} layers: "
-                "every stage needs at least one"
-            )
-        return None
+        return layout.stages_problem(self.num_layers)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LlamaConfig:
