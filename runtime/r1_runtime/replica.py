@@ -128,7 +128,7 @@ def _serve_driver(config: RuntimeConfig, rendezvous: Rendezvous) -> int:
             messages.send(joined[0], Kind.STOP)
         except RuntimeError as error:
             logger.warning("could not tell every rank to stop: %s", error)
-    leave()
+        leave()  # NOTE: not after a failure: tearing down a broken NCCL group can block
     return status
 
 
