@@ -64,11 +64,7 @@ def serve_replica(config: RuntimeConfig, environ: Mapping[str, str]) -> int:
     rendezvous = rendezvous_of(config, environ)
     info = ModelInfo.read(config.model)
     plan_engine(config, info)  # NOTE: a flag error stops the pod before any rank starts
-    _share_cpu_threads(config)
-    children = [
-        _start_rank(config, rendezvous, local_rank)
-        for local_rank in range(1, config.layout.local_world_size)
-    ]
+    children = _start_local_ranks(config, rendezvous)
     try:
         if config.node_rank == 0:
             status = _serve_driver(config, rendezvous)
@@ -97,11 +93,7 @@ def build_replica(config: RuntimeConfig, environ: Mapping[str, str]) -> Resolved
         logger.info("engine cache hit for every rank: %s", keys[0].entry)
         return Resolved(keys[0].key, keys[0].entry, manifest, is_built=False)
     rendezvous = rendezvous_of(config, environ)
-    _share_cpu_threads(config)
-    children = [
-        _start_rank(config, rendezvous, local_rank)
-        for local_rank in range(1, config.layout.local_world_size)
-    ]
+    children = _start_local_ranks(config, rendezvous)
     try:
         groups = _join(config, rendezvous, local_rank=0)
         built = build_engine(config, ModelInfo.read(config.model), plan=plan, groups=groups)
@@ -168,6 +160,15 @@ def _run_rank(
 def _join(config: RuntimeConfig, rendezvous: Rendezvous, local_rank: int) -> ProcessGroups:
     place = config.layout.place(config.node_rank, local_rank)
     return join(config.layout, place, engine_device(config), rendezvous)
+
+
+def _start_local_ranks(config: RuntimeConfig, rendezvous: Rendezvous) -> list[BaseProcess]:
+    """The pod's ranks after its first, each a process; this one keeps its share of the CPU."""
+    _share_cpu_threads(config)
+    return [
+        _start_rank(config, rendezvous, local_rank)
+        for local_rank in range(1, config.layout.local_world_size)
+    ]
 
 
 def _start_rank(config: RuntimeConfig, rendezvous: Rendezvous, local_rank: int) -> BaseProcess:

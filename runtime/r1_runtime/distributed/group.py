@@ -52,10 +52,6 @@ class ProcessGroups:
     control: Any  # gloo ProcessGroup of every rank: messages and heartbeats
     collective_timeout: float
 
-    @property
-    def is_driver(self) -> bool:
-        return self.place.rank == 0
-
     def model_shard(self, num_layers: int) -> ModelShard:
         layout, place = self.layout, self.place
         return ModelShard(

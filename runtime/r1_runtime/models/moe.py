@@ -71,7 +71,6 @@ class Experts(nn.Module):
         super().__init__()
         self.num_local = num_local
         self.first_expert = first_expert
-        self.size = size
         self.fp8_block = fp8_block
         self.gate_up_proj = _stacked(num_local, 2 * size, hidden_size, fp8_block)
         self.down_proj = _stacked(num_local, hidden_size, size, fp8_block)

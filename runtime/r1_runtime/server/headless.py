@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from r1_runtime.config import RuntimeConfig
 from r1_runtime.server.metrics import PhaseCollector
-from r1_runtime.server.serve import ssl_context
+from r1_runtime.server.serve import listen_options
 
 JOIN_SECONDS = 10.0  # for the server's thread to stop
 
@@ -28,11 +28,7 @@ class HeadlessServer:
         labels = {"model_name": config.served_model_name, "node_rank": str(config.node_rank)}
         registry.register(PhaseCollector(labels, lambda: self.phase))
         app = _app(lambda: self.phase, registry)
-        context = ssl_context(config)
-        options: dict[str, object] = {"host": config.host, "port": config.port, "log_config": None}
-        if context is not None:
-            options["ssl_context_factory"] = lambda _config, _default: context
-        self._server = uvicorn.Server(uvicorn.Config(app, **options))  # type: ignore[arg-type]
+        self._server = uvicorn.Server(uvicorn.Config(app, **listen_options(config)))
         self._thread = threading.Thread(target=self._server.run, name="r1-headless", daemon=True)
 
     def start(self) -> None:

@@ -89,18 +89,24 @@ def build_server(config: RuntimeConfig, loader: Loader, **uvicorn_options: Any) 
     """The server for `config`, not yet started (`serve` runs it; tests run it in a thread);
     `loader` loads the model at start-up (`model.model_loader(config)`, or a test's own)."""
     app = create_app(config, loader)
+    options = listen_options(config) | {"timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S}
+    if config.tls_client_ca is not None:
+        options["http"] = ClientCertProtocol
+    return DrainingServer(uvicorn.Config(app, **(options | uvicorn_options)), app.state.server)
+
+
+def listen_options(config: RuntimeConfig) -> dict[str, Any]:
+    """uvicorn's address, TLS and logging for `config` (the API's server and a headless
+    pod's alike)."""
     context = ssl_context(config)
     options: dict[str, Any] = {
         "host": config.host,
         "port": config.port,
-        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
         "log_config": None,  # NOTE: ours (or the test runner's) logging configuration applies
     }
     if context is not None:
         options["ssl_context_factory"] = lambda _config, _default: context
-    if config.tls_client_ca is not None:
-        options["http"] = ClientCertProtocol
-    return DrainingServer(uvicorn.Config(app, **(options | uvicorn_options)), app.state.server)
+    return options
 
 
 def serve(config: RuntimeConfig, loader: Loader) -> int:
